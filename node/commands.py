@@ -1,0 +1,44 @@
+"""Commands the dashboard (or a test) sends to a running node.
+
+They are plain values so they can cross from the UI thread to the node's loop
+through a thread-safe queue. Ciphertext is produced by the client layer before a
+command is built: the node never sees a group key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PublishEvent:
+    """Author, sign, store and relay one event carrying this ciphertext."""
+
+    group_id: str
+    ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """Run anti-entropy now; ``None`` means every peer / every group."""
+
+    peer_id: str | None = None
+    group_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddPeer:
+    url: str
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SetFault:
+    """Switch a demo fault (node.snapshot.FAULT_*) on or off for one stream key."""
+
+    stream_key: str
+    fault: str
+    enabled: bool
+
+
+Command = PublishEvent | Repair | AddPeer | SetFault

@@ -1,0 +1,84 @@
+"""Identifier and time syntax of PROTOCOL §2: ULIDs, server and group ids, RFC 3339.
+
+Kept apart from frame parsing because the HTTP layer (paths, digest queries) and the
+store need the same rules.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_DECODE = {c: i for i, c in enumerate(CROCKFORD)}
+
+_ULID_RE = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+_SERVER_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_GROUP_ID_RE = re.compile(r"g![A-Za-z0-9._-]{1,128}")
+_RFC3339_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def is_ulid(value: object) -> bool:
+    """Canonical ULID: 26 uppercase Crockford characters, first one 0-7."""
+    return isinstance(value, str) and _ULID_RE.fullmatch(value) is not None
+
+
+def ulid_bytes(value: str) -> bytes:
+    """The 16 bytes of a canonical ULID (big-endian, so byte order = string order)."""
+    n = 0
+    for c in value:
+        n = (n << 5) | _DECODE[c]
+    return n.to_bytes(16, "big")
+
+
+def is_server_id(value: object) -> bool:
+    return isinstance(value, str) and _SERVER_ID_RE.fullmatch(value) is not None
+
+
+def is_group_id(value: object) -> bool:
+    return isinstance(value, str) and _GROUP_ID_RE.fullmatch(value) is not None
+
+
+def is_group_pattern(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    if value == "*":
+        return True
+    if value.endswith("*"):
+        return value.startswith("g!") and re.fullmatch(r"[A-Za-z0-9._-]*", value[2:-1]) is not None
+    return is_group_id(value)
+
+
+def group_matches(pattern: str, group_id: str) -> bool:
+    if pattern == "*":
+        return True
+    if pattern.endswith("*"):
+        return group_id.startswith(pattern[:-1])
+    return pattern == group_id
+
+
+def parse_rfc3339(value: object) -> float | None:
+    """Seconds since the epoch for any RFC 3339 time, or None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    m = _RFC3339_RE.fullmatch(value)
+    if m is None:
+        return None
+    text = value.replace("t", "T").replace(" ", "T").replace("z", "Z")
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    frac = m.group(7)
+    if frac and len(frac) > 7:  # fromisoformat takes at most microseconds
+        text = text.replace(frac, frac[:7], 1)
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def format_rfc3339(ts: float) -> str:
+    """What senders write: UTC, millisecond precision, `Z`."""
+    dt = datetime.fromtimestamp(ts, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
