@@ -1,0 +1,233 @@
+"""The §4.3 content checks against the conformance vectors, and group-committed storing."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+from nacl.signing import SigningKey
+
+from node.errors import ErrorCode
+from node.fingerprint import event_term, fingerprint
+from node.frames import Event, parse_frame
+from node.ids import CROCKFORD
+from node.ingest import DUPLICATE, REJECTED, STORED, Ingest, check_signatures
+from node.signing import content_hash, event_string
+from node.store import Store
+
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "v1.json").read_text())
+SERVERS = VECTORS["servers"]
+GROUP = "g!example"
+CONTENT_CODES = {"BAD_SIGNATURE", "HASH_MISMATCH", "UNKNOWN_KEY"}
+
+
+def pinned_lookup(author: str, key_id: str) -> bytes | None:
+    """The vectors' pins: each server's own key, by key_id."""
+    server = SERVERS.get(author)
+    if server is None or server["key_id"] != key_id:
+        return None
+    return base64.b64decode(server["public_key"])
+
+
+def event_of(frame: dict) -> Event:
+    return parse_frame(orjson.dumps(frame)).payload
+
+
+def ulid(n: int) -> str:
+    out = []
+    for _ in range(26):
+        out.append(CROCKFORD[n & 31])
+        n >>= 5
+    return "01KB" + "".join(reversed(out))[4:]
+
+
+def signed_event(author: str, n: int, seq: int | None = None, body: bytes | None = None) -> Event:
+    """A validly signed event of a vector server (its seed is test-only)."""
+    key = SigningKey(bytes.fromhex(SERVERS[author]["seed_hex"]))
+    body = body if body is not None else f"ciphertext {author} {n}".encode()
+    chash = content_hash(body)
+    seq = n if seq is None else seq
+    event_id = ulid(n)
+    sig = key.sign(event_string(GROUP, event_id, author, seq, chash)).signature
+    return Event(
+        event_id,
+        author,
+        seq,
+        base64.b64encode(body).decode(),
+        chash,
+        SERVERS[author]["key_id"],
+        base64.b64encode(sig).decode(),
+    )
+
+
+@pytest.fixture
+def store():
+    s = Store.open(":memory:")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def ingest(store):
+    return Ingest(store, pinned_lookup)
+
+
+POSITIVE = event_of(VECTORS["event"]["frame"])
+
+
+def test_positive_vector_is_stored(ingest, store):
+    [out] = ingest.process(GROUP, [(POSITIVE, "server-alice")], now=100.0)
+    assert (out.status, out.code, out.equivocation) == (STORED, None, False)
+    assert out.event_id == POSITIVE.event_id
+    held = store.get_event(GROUP, POSITIVE.event_id)
+    assert held.ciphertext == bytes.fromhex(VECTORS["event"]["ciphertext_hex"])
+    assert held.to_event() == POSITIVE
+    assert (held.hop, held.received_at) == ("server-alice", 100.0)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in VECTORS["negative_events"] if c["expect"] in CONTENT_CODES],
+    ids=lambda c: c["reason"],
+)
+def test_negative_vectors(ingest, store, case):
+    [out] = ingest.process(GROUP, [(event_of(case["frame"]), "server-alice")], now=1.0)
+    assert out.status == REJECTED
+    assert out.code == ErrorCode(case["expect"])
+    assert store.count(GROUP) == 0
+
+
+def test_every_content_vector_is_covered():
+    codes = [c["expect"] for c in VECTORS["negative_events"] if c["expect"] in CONTENT_CODES]
+    assert sorted(codes) == ["BAD_SIGNATURE", "BAD_SIGNATURE", "HASH_MISMATCH", "UNKNOWN_KEY"]
+
+
+def test_duplicate_is_acknowledged_without_reverifying(store):
+    calls = []
+
+    def lookup(author, key_id):
+        calls.append(author)
+        return pinned_lookup(author, key_id)
+
+    ingest = Ingest(store, lookup)
+    ingest.process(GROUP, [(POSITIVE, "server-alice")], now=1.0)
+    calls.clear()
+    [out] = ingest.process(GROUP, [(POSITIVE, "server-bob")], ["server-carol"], now=2.0)
+    assert (out.status, out.code) == (DUPLICATE, None)
+    assert calls == []  # no key lookup, so no signature check either
+    assert store.count(GROUP) == 1
+    assert store.outbox_count("server-carol", GROUP) == 0  # a duplicate is not relayed again
+
+
+@pytest.mark.parametrize("first_original", [True, False])
+def test_equivocation_same_event_id_converges(ingest, store, first_original):
+    case = VECTORS["equivocation"][0]
+    other = event_of(case["frame"])
+    order = [POSITIVE, other] if first_original else [other, POSITIVE]
+    first = ingest.process(GROUP, [(order[0], "server-alice")], ["server-carol"], now=1.0)
+    second = ingest.process(GROUP, [(order[1], "server-alice")], ["server-carol"], now=2.0)
+    assert first[0].status == STORED
+    assert second[0].code == ErrorCode.EQUIVOCATION
+    kept = case["kept_content_hash"]
+    if order[1].content_hash == kept:  # the newcomer is lower: it replaces, is reported
+        assert (second[0].status, second[0].equivocation) == (STORED, True)
+    else:
+        assert second[0].status == REJECTED
+    assert store.get_event(GROUP, POSITIVE.event_id).content_hash == kept
+    assert store.count(GROUP) == 1
+    assert store.equivocators(GROUP) == ["server-alice"]
+    assert store.summary(GROUP) == (1, fingerprint(event_term(POSITIVE.event_id, kept), 1))
+    # whichever version was stored first was queued; the queue now carries the kept one
+    [queued] = store.outbox_pending("server-carol", GROUP)
+    assert queued.content_hash == kept
+
+
+def test_equivocation_same_seq_keeps_both(ingest, store):
+    case = VECTORS["equivocation"][1]
+    assert case["both_kept"] is True
+    other = event_of(case["frame"])
+    ingest.process(GROUP, [(POSITIVE, "server-alice")], now=1.0)
+    [out] = ingest.process(GROUP, [(other, "server-alice")], ["server-carol"], now=2.0)
+    assert (out.status, out.code, out.equivocation) == (STORED, ErrorCode.EQUIVOCATION, True)
+    assert store.count(GROUP) == 2
+    assert store.authors(GROUP)["server-alice"] == {"max_seq": 1, "contiguous_seq": 1, "count": 2}
+    assert store.equivocators(GROUP) == ["server-alice"]
+    assert [e.event_id for e in store.outbox_pending("server-carol", GROUP)] == [other.event_id]
+
+
+def test_malformed_ciphertext_is_bad_frame(ingest, store):
+    ev = signed_event("server-alice", 1)
+    ev.ciphertext = "not*base64"
+    [out] = ingest.process(GROUP, [(ev, "server-alice")], now=1.0)
+    assert (out.status, out.code) == (REJECTED, ErrorCode.BAD_FRAME)
+
+
+def test_batch_is_one_transaction_with_relay_and_outcomes_in_order(ingest, store):
+    good = [
+        signed_event(a, n + offset, seq=n)
+        for n in range(1, 21)
+        for a, offset in (("server-alice", 0), ("server-bob", 1000))
+    ]
+    bad = signed_event("server-alice", 99)
+    bad.seq = 100  # signature no longer covers it
+    items = [(ev, ev.author) for ev in good]
+    items.insert(7, (bad, "server-alice"))
+    items.append((good[0], "server-alice"))  # the same event twice in one batch
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    outcomes = ingest.process(GROUP, items, ["server-alice", "server-bob", "server-carol"], now=5.0)
+    store._db.set_trace_callback(None)
+    commits = [s for s in statements if s.strip().upper().startswith(("COMMIT", "BEGIN"))]
+    assert commits == ["BEGIN IMMEDIATE", "COMMIT"]
+    assert [o.event_id for o in outcomes] == [ev.event_id for ev, _ in items]
+    assert outcomes[7].code == ErrorCode.BAD_SIGNATURE
+    assert outcomes[-1].status == DUPLICATE
+    assert sum(o.status == STORED for o in outcomes) == 40
+    assert store.count(GROUP) == 40
+    # each stored event goes to every relay peer but the one it came from
+    assert store.outbox_count("server-carol", GROUP) == 40
+    assert store.outbox_count("server-alice", GROUP) == 20
+    alice_queue = store.outbox_pending("server-alice", GROUP, limit=100)
+    assert {e.author for e in alice_queue} == {"server-bob"}
+    assert store.authors(GROUP) == {
+        "server-alice": {"max_seq": 20, "contiguous_seq": 20, "count": 20},
+        "server-bob": {"max_seq": 20, "contiguous_seq": 20, "count": 20},
+    }
+
+
+def test_failed_batch_stores_nothing(ingest, store):
+    items = [(signed_event("server-alice", n), "server-alice") for n in (1, 2)]
+    batch = ingest.prepare(GROUP, items)
+    # a batch that breaks mid-commit (here: one verdict too many, so the strict zip raises
+    # after the first insert) leaves nothing behind, in the database or in memory
+    batch.verified = [True, True, True]
+    with pytest.raises(ValueError):
+        ingest.commit(batch, ["server-carol"], now=1.0)
+    assert store.count(GROUP) == 0
+    assert store.outbox_count("server-carol", GROUP) == 0
+
+
+def test_split_steps_recheck_the_store_at_commit(ingest, store):
+    ev = signed_event("server-alice", 1)
+    batch = ingest.prepare(GROUP, [(ev, "server-bob")])
+    assert len(batch.candidates) == 1
+    # another stream stores the same event while the signatures are being checked
+    ingest.process(GROUP, [(ev, "server-carol")], now=1.0)
+    batch.verified = check_signatures(batch.candidates)
+    [out] = ingest.commit(batch, ["server-dave"], now=2.0)
+    assert out.status == DUPLICATE
+    assert store.outbox_count("server-dave", GROUP) == 0
+
+
+def test_provisional_keys_mark_events(store):
+    ingest = Ingest(store, pinned_lookup, lambda author, key_id: author == "server-bob")
+    ingest.process(
+        GROUP,
+        [(signed_event("server-alice", 1), "x"), (signed_event("server-bob", 2), "x")],
+        now=1.0,
+    )
+    assert [e.event_id for e in store.provisional_events("server-bob")] == [ulid(2)]
+    assert store.provisional_events("server-alice") == []
