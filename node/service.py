@@ -1,0 +1,574 @@
+"""The running node: one asyncio shell around the sans-IO core.
+
+It owns the identity, the key store, the SQLite store (through its one thread), the
+hypercorn server, the links to configured peers and every live stream. It is the
+transport's :class:`~node.transport.handler.FederationHandler`, the streams' hub
+(ingest, outbox, relay) and the source of the dashboard's snapshots. Protocol rules
+live in the core modules; this module only wires them together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from ulid import ULID
+
+from node import session as s
+from node.checkpoint import CheckpointRequest, parse_checkpoint_request, respond
+from node.commands import AddPeer, Command, PublishEvent, Repair, SetFault
+from node.config import NodeConfig, PeerConfig, listen_urls
+from node.digest import parse_digest_query
+from node.errors import ErrorCode, ProtocolError
+from node.framelog import FrameLog
+from node.frames import (
+    PROTOCOL_VERSION,
+    Ack,
+    Checkpoint,
+    Error,
+    Event,
+    Frame,
+    encode_frame,
+    parse_frame,
+)
+from node.identity import Identity
+from node.ids import format_rfc3339, group_matches, is_group_id
+from node.ingest import REJECTED, STORED, Ingest
+from node.keystore import HelloAuthenticator, KeyStore, MemoryReplayCache, RequestAuthenticator
+from node.session import Role, SessionConfig, StreamSession
+from node.snapshot import FAULT_ACK_PAUSED, FAULT_CREDIT_ONE, FAULT_CUT, NodeSnapshot
+from node.store import Store
+from node.storethread import IngestQueue, StoreThread
+from node.streamrunner import StreamRunner
+
+log = logging.getLogger("tapsim.node")
+
+CAPABILITIES = ["stream", "send", "ack", "credit", "ping", "digest", "checkpoint", "relay"]
+MAX_STREAMS = 1000  # inbound streams over all connections, beyond which we answer 503
+
+
+class DurableReplayCache:
+    """The replay cache of §3.3/§4.1: answered from memory, recorded in the store.
+
+    HELLOs are authenticated on the loop, inside the session, so the answer must be
+    synchronous; the durable record follows on the store thread in order, ahead of
+    anything the stream could lead to being acknowledged.
+    """
+
+    def __init__(self, store: Store, thread: StoreThread) -> None:
+        self._memory = MemoryReplayCache()
+        self._store = store
+        self._thread = thread
+
+    def load(self, entries: list[tuple[str, float]], now: float) -> None:
+        for key, seen_at in entries:
+            self._memory.check_and_record(key, seen_at)
+
+    def check_and_record(self, key: str, now: float, window: float = 600.0) -> bool:
+        if not self._memory.check_and_record(key, now, window):
+            return False
+        self._thread.submit(self._store.check_and_record, key, now, window)
+        return True
+
+
+class Node:
+    """A TapsIM federation node. ``await start()``, then ``await stop()``."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        record_frames: bool = False,
+        on_log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.on_log = on_log
+        self.server_id = config.server_id
+        self.max_message_size = config.max_message_size
+        self.started_at = time.time()
+        self.frame_log = FrameLog() if record_frames else None
+        self.log_lines: deque[str] = deque(maxlen=200)
+        self.counters: dict[str, int] = {
+            "events_stored": 0,
+            "events_published": 0,
+            "events_rejected": 0,
+            "streams_accepted": 0,
+            "streams_initiated": 0,
+        }
+        self.runners: set[StreamRunner] = set()
+        self.faults: dict[str, set[str]] = {}  # stream key → FAULT_*
+        self.peer_configs: list[PeerConfig] = list(config.peers)
+        self.peer_ids: dict[str, str] = {}  # peer url → server id learnt from its caps
+        self.urls: list[str] = []
+        self.store_thread = StoreThread()
+        self.identity: Identity
+        self.store: Store
+        self.keystore: KeyStore
+        self.ingest_queue: IngestQueue
+        self.repairs = None  # set by start(): node.repair.RepairManager
+        self.peers = None  # set by start(): node.peers.PeerManager
+        self._server = None
+        self._stopping = False
+        self._snapshots = None
+        self._background: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        from node.peers import PeerManager
+        from node.repair import RepairManager
+        from node.snapshots import SnapshotBuilder
+        from node.transport.server import FederationApp
+        from node.transport.serving import start_server
+
+        config = self.config
+        data_dir = Path(config.data_dir)
+        self.identity = Identity.load_or_create(data_dir, config.server_id)
+        self.store = await self.store_thread.run(Store.open, str(data_dir / "events.sqlite3"))
+        self.keystore = KeyStore(
+            closed=config.closed,
+            on_change=lambda doc, source: self.store_thread.submit(
+                self.store.save_pin, doc.server_id, doc.to_dict(), source
+            ),
+        )
+        self.keystore.load(await self.store_thread.run(self.store.load_pins))
+        self.replay = DurableReplayCache(self.store, self.store_thread)
+        self.hello_auth = HelloAuthenticator(self.server_id, self.keystore, self.replay)
+        self.request_auth = RequestAuthenticator(
+            self.server_id, self.keystore, self.replay, config.closed
+        )
+        ingest = Ingest(
+            self.store,
+            self.keystore.key_for,
+            lambda author, _key_id: self.keystore.is_provisional(author),
+        )
+        self.ingest_queue = IngestQueue(
+            ingest, self.store_thread, self.relay_peers, self._on_stored
+        )
+        self.ingest_queue.start()
+        self._server = await start_server(
+            FederationApp(self),
+            config.listen_host,
+            config.listen_port,
+            certfile=str(config.tls_cert) if config.tls_cert else None,
+            keyfile=str(config.tls_key) if config.tls_key else None,
+        )
+        port = self._server.port
+        self.urls = listen_urls(config.scheme, config.listen_host, port)
+        self.identity.url = config.advertise_url or self.urls[0]
+        self.keystore.repin(self.identity.key_document())
+        self._snapshots = SnapshotBuilder(self)
+        self.repairs = RepairManager(self)
+        self.peers = PeerManager(self)
+        for peer in self.peer_configs:
+            self.peers.add(peer)
+        self.log(f"node {self.server_id} key {self.identity.key_id} on {', '.join(self.urls)}")
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        if self.peers is not None:
+            await self.peers.stop()
+        if self.repairs is not None:
+            await self.repairs.stop()
+        for runner in list(self.runners):
+            runner.close(ErrorCode.SHUTDOWN, "server stopping")
+        if self.runners:
+            await asyncio.sleep(0)  # let writers flush the SHUTDOWN frames
+        if self._server is not None:
+            await self._server.stop()
+        for runner in list(self.runners):
+            runner.abort("server stopped")
+        await self.ingest_queue.stop()
+        await self.store_thread.run(self.store.close)
+        self.store_thread.close()
+
+    @property
+    def url(self) -> str:
+        return self.identity.url
+
+    def log(self, message: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        self.log_lines.append(f"{stamp} {message}")
+        log.info(message)
+        if self.on_log is not None:
+            self.on_log(message)
+
+    # ------------------------------------------------------------------ groups and peers
+
+    def serves_group(self, group_id: str) -> bool:
+        return any(group_matches(p, group_id) for p in self.config.supported_groups)
+
+    def relay_peers(self, group_id: str) -> list[str]:
+        """Configured peers of the group whose server id we know (the outbox owners)."""
+        out = []
+        for peer in self.peer_configs:
+            sid = self.peer_ids.get(peer.url)
+            if sid and (not peer.groups or group_id in peer.groups) and sid != self.server_id:
+                out.append(sid)
+        return out
+
+    def peer_learned(self, url: str, server_id: str) -> None:
+        self.peer_ids[url] = server_id
+        self.keystore.allow(server_id)
+
+    # ------------------------------------------------------------------ sessions
+
+    def new_session(self, group_id: str, role: Role, peer_id: str | None) -> StreamSession:
+        config = self.config
+        key_hint = [peer_id]
+        observer = (
+            self.frame_log.observer(lambda: key_hint[0] or session.peer_id, group_id)
+            if self.frame_log is not None
+            else None
+        )
+        expect = peer_id if role is Role.INITIATOR else None
+
+        def make_hello(to: str, now: float) -> Frame:
+            return self.identity.make_hello(
+                to=to,
+                group_id=group_id,
+                frame_id=str(ULID.from_timestamp(now)),
+                timestamp=format_rfc3339(now),
+                max_message_size=config.max_message_size,
+                ping_interval_ms=int(config.ping_interval * 1000),
+                capabilities=CAPABILITIES,
+                supported_groups=config.supported_groups,
+            )
+
+        def authenticate(frame: Frame, now: float) -> object:
+            return self.hello_auth(frame, now, expect)
+
+        session = StreamSession(
+            SessionConfig(
+                server_id=self.server_id,
+                group_id=group_id,
+                role=role,
+                peer_id=peer_id,
+                max_message_size=config.max_message_size,
+                ping_interval=config.ping_interval,
+                initial_credit_events=config.initial_credit_events,
+                initial_credit_bytes=config.initial_credit_bytes,
+                frame_observer=observer,
+            ),
+            make_hello=make_hello,
+            authenticate=authenticate,
+            now=time.time(),
+        )
+        return session
+
+    def open_stream(self, group_id: str) -> StreamRunner:
+        """FederationHandler: an inbound stream that passed the header checks."""
+        if self._stopping:
+            raise ProtocolError(ErrorCode.SHUTDOWN, "server stopping")
+        if len(self.runners) >= MAX_STREAMS:
+            raise ProtocolError(ErrorCode.OVERLOADED, "too many streams")
+        session = self.new_session(group_id, Role.ACCEPTOR, None)
+        runner = StreamRunner(self, session, on_end=self._stream_ended)
+        self.runners.add(runner)
+        self.counters["streams_accepted"] += 1
+        return runner
+
+    def attach_initiator(self, group_id: str, peer_id: str, peer_url: str) -> StreamRunner:
+        session = self.new_session(group_id, Role.INITIATOR, peer_id)
+        runner = StreamRunner(self, session, peer_url=peer_url, on_end=self._stream_ended)
+        self.runners.add(runner)
+        self.counters["streams_initiated"] += 1
+        return runner
+
+    def stream_up(self, runner: StreamRunner) -> bool:
+        """A handshake completed. Returns whether the stream drains this peer's outbox."""
+        peer = runner.peer_id or "?"
+        self.log(f"stream up: {peer} {runner.group_id} ({runner.role.value})")
+        self._apply_faults(runner)
+        if runner.role is Role.ACCEPTOR and self.peers is not None:
+            self.peers.peer_connected(peer)
+        if peer not in self.relay_peers(runner.group_id):
+            return False
+        # One stream per peer and group drains the outbox; a second one only relays live.
+        for other in self.runners:
+            if (
+                other is not runner
+                and other.uses_outbox
+                and not other.finished
+                and other.peer_id == peer
+                and other.group_id == runner.group_id
+            ):
+                return False
+        if runner.role is Role.INITIATOR and self.repairs is not None:
+            self.repairs.after_handshake(runner)
+        return True
+
+    def stream_event(self, runner: StreamRunner, event: object) -> None:
+        kind = type(event)
+        if kind is s.ErrorReceived or kind is s.ErrorSent:
+            direction = "from" if kind is s.ErrorReceived else "to"
+            self.log(
+                f"{event.code} {direction} {runner.peer_id or '?'} "  # type: ignore[attr-defined]
+                f"{runner.group_id}: {event.message}"  # type: ignore[attr-defined]
+            )
+        elif kind is s.Stalled and event.stalled:  # type: ignore[attr-defined]
+            self.log(f"stream stalled: {runner.peer_id} {runner.group_id}")
+
+    def _stream_ended(self, runner: StreamRunner) -> None:
+        self.runners.discard(runner)
+        self.log(
+            f"stream down: {runner.peer_id or '?'} {runner.group_id} "
+            f"({runner.role.value}): {runner.end_reason}"
+        )
+        if runner.uses_outbox:
+            # Hand the outbox to another live stream with the same peer, if any.
+            for other in self.runners:
+                if (
+                    other.peer_id == runner.peer_id
+                    and other.group_id == runner.group_id
+                    and not other.finished
+                    and other.session.state == s.UP
+                    and not other.uses_outbox
+                ):
+                    other.uses_outbox = True
+                    other.notify_stored([], "")
+                    break
+
+    def _on_stored(self, group_id: str, events: list[Event], hop: str) -> None:
+        self.counters["events_stored"] += len(events)
+        for runner in list(self.runners):
+            if runner.group_id == group_id:
+                runner.notify_stored(events, hop)
+
+    def outbox_acknowledged(self, peer_id: str, group_id: str, event_ids: list[str]) -> None:
+        self.store_thread.submit(self.store.outbox_remove, peer_id, group_id, list(event_ids))
+
+    async def outbox_pending(
+        self, peer_id: str, group_id: str, after: str, limit: int
+    ) -> list[Event]:
+        rows = await self.store_thread.run(
+            self.store.outbox_pending, peer_id, group_id, after, limit
+        )
+        return [r.to_event() for r in rows]
+
+    # ------------------------------------------------------------------ faults
+
+    def set_fault(self, stream_key: str, fault: str, enabled: bool) -> None:
+        active = self.faults.setdefault(stream_key, set())
+        if enabled:
+            active.add(fault)
+        else:
+            active.discard(fault)
+        self.log(f"fault {fault} {'on' if enabled else 'off'} for {stream_key}")
+        for runner in list(self.runners):
+            if runner.key == stream_key:
+                self._apply_faults(runner)
+        if self.peers is not None:
+            self.peers.faults_changed()
+
+    def link_cut(self, peer_id: str | None, group_id: str) -> bool:
+        return any(
+            FAULT_CUT in faults and key.split("|")[:2] == [peer_id or "?", group_id]
+            for key, faults in self.faults.items()
+        )
+
+    def _apply_faults(self, runner: StreamRunner) -> None:
+        faults = self.faults.get(runner.key, set())
+        if FAULT_CUT in faults and not runner.finished:
+            runner.abort("link cut (fault injection)")
+            return
+        runner.pause_acks(FAULT_ACK_PAUSED in faults)
+        if FAULT_CREDIT_ONE in faults:
+            runner.session.set_credit_window(1, self.config.max_message_size)
+        else:
+            runner.session.set_credit_window(
+                self.config.initial_credit_events, self.config.initial_credit_bytes
+            )
+
+    # ------------------------------------------------------------------ commands
+
+    def execute(self, command: Command) -> None:
+        """Carry out a dashboard command (on the node's loop)."""
+        loop = asyncio.get_running_loop()
+        match command:
+            case PublishEvent(group_id=group, ciphertext=ciphertext):
+                task = loop.create_task(self.publish(group, ciphertext))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            case Repair(peer_id=peer, group_id=group):
+                if self.repairs is not None:
+                    self.repairs.request(peer, group)
+            case AddPeer(url=url, groups=groups):
+                self.add_peer(PeerConfig(url, tuple(groups)))
+            case SetFault(stream_key=key, fault=fault, enabled=enabled):
+                self.set_fault(key, fault, enabled)
+
+    def add_peer(self, peer: PeerConfig) -> None:
+        if any(p.url == peer.url for p in self.peer_configs):
+            self.log(f"peer {peer.url} is already configured")
+            return
+        self.peer_configs.append(peer)
+        if self.peers is not None:
+            self.peers.add(peer)
+        self.log(f"peer added: {peer.url} {' '.join(peer.groups)}")
+
+    async def publish(self, group_id: str, ciphertext: bytes) -> str:
+        """Author, sign, store and relay one event carrying client-made ciphertext."""
+        return (await self.publish_many(group_id, [ciphertext]))[0]
+
+    async def publish_many(self, group_id: str, ciphertexts: list[bytes]) -> list[str]:
+        """Author several events in one transaction (one fsync for a burst)."""
+        if not is_group_id(group_id):
+            raise ValueError(f"invalid group id {group_id!r}")
+        relay = self.relay_peers(group_id)
+        events, outcomes = await self.store_thread.run(
+            self._author_events, group_id, ciphertexts, relay
+        )
+        stored = [e for e, o in zip(events, outcomes, strict=True) if o.status == STORED]
+        self.counters["events_published"] += len(stored)
+        for o in outcomes:
+            if o.status == REJECTED:
+                self.counters["events_rejected"] += 1
+                self.log(f"own event rejected: {o.code} {o.message}")
+        if stored:
+            self._on_stored(group_id, stored, self.server_id)
+        return [e.event_id for e in events]
+
+    def _author_events(
+        self, group_id: str, ciphertexts: list[bytes], relay: list[str]
+    ) -> tuple[list[Event], list]:
+        """On the store thread: reserve each seq, sign and store, all in one transaction,
+        so a crash leaves neither a reused seq nor a hole in our own sequence."""
+        store = self.store
+        with store.transaction():
+            events = [
+                self.identity.sign_event(
+                    group_id, str(ULID()), store.next_own_seq(group_id, self.server_id), c
+                )
+                for c in ciphertexts
+            ]
+            outcomes = self.ingest_queue.ingest.process(
+                group_id, [(e, self.server_id) for e in events], relay, now=time.time()
+            )
+        return events, outcomes
+
+    # ------------------------------------------------------------------ FederationHandler
+
+    def caps(self) -> dict:
+        c = self.config
+        return {
+            "server_id": self.server_id,
+            "versions": [PROTOCOL_VERSION],
+            "capabilities": CAPABILITIES,
+            "supported_groups": c.supported_groups,
+            "max_message_size": c.max_message_size,
+            "limits": {
+                "max_concurrent_streams": 100,
+                "initial_credit": {
+                    "events": c.initial_credit_events,
+                    "bytes": c.initial_credit_bytes,
+                },
+                "ping_interval_ms": int(c.ping_interval * 1000),
+            },
+        }
+
+    def key_current(self) -> dict:
+        return self.identity.key_document().to_dict()
+
+    def key_document(self, server_id: str) -> dict | None:
+        if server_id == self.server_id:
+            return self.key_current()
+        return self.keystore.document(server_id)
+
+    def authenticate_request(
+        self, header: str | None, method: str, path_and_query: str, body: bytes
+    ) -> str | None:
+        return self.request_auth.check(header, method, path_and_query, body, time.time())
+
+    async def send(self, group_id: str, line: bytes) -> tuple[int, list[bytes]]:
+        frame = parse_frame(line)
+        if frame.type != "EVENT":
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"send takes one EVENT, not {frame.type}")
+        if frame.sequence != 1:
+            raise ProtocolError(ErrorCode.BAD_FRAME, "a one-shot EVENT has sequence 1", frame.id)
+        if frame.group_id != group_id:
+            raise ProtocolError(ErrorCode.BAD_FRAME, "group_id differs from the URL", frame.id)
+        if self.frame_log is not None:
+            self.frame_log.record("in", frame.origin, group_id, "EVENT", frame.size, frame.payload)
+        outcome = await self.ingest_queue.process(group_id, frame.payload, frame.origin)
+        if outcome.status == REJECTED:
+            self.counters["events_rejected"] += 1
+            raise ProtocolError(outcome.code or ErrorCode.INTERNAL, outcome.message, frame.id)
+        ids = [outcome.event_id] if outcome.status == STORED else []
+        lines = [self._reply_frame("ACK", 1, Ack(1, ids), group_id)]
+        if outcome.equivocation:
+            err = Error(ErrorCode.EQUIVOCATION, outcome.message, frame.id, False)
+            lines.append(self._reply_frame("ERROR", 2, err, group_id))
+        return 200, lines
+
+    def _reply_frame(self, ftype: str, sequence: int, payload: object, group_id: str) -> bytes:
+        frame = Frame(ftype, str(ULID()), self.server_id, sequence, payload)
+        return encode_frame(frame)
+
+    async def digest(self, group_id: str, query: dict[str, str]) -> dict:
+        q = parse_digest_query(query)
+        return await self.store_thread.run(
+            self.store.digest, group_id, self.server_id, q.lo, q.hi, q.buckets
+        )
+
+    async def checkpoint(self, group_id: str, line: bytes) -> AsyncIterator[bytes]:
+        frame = parse_frame(line)
+        if frame.type != "CHECKPOINT":
+            raise ProtocolError(
+                ErrorCode.BAD_FRAME, f"checkpoint takes CHECKPOINT, not {frame.type}"
+            )
+        if frame.group_id != group_id:
+            raise ProtocolError(ErrorCode.BAD_FRAME, "group_id differs from the URL", frame.id)
+        request = parse_checkpoint_request(frame.payload.body)
+        lines = await self.store_thread.run(self._checkpoint_lines, group_id, request)
+        for line_out in lines:
+            yield line_out
+
+    def _checkpoint_lines(self, group_id: str, request: CheckpointRequest) -> list[bytes]:
+        """On the store thread: the EVENT lines and the closing CHECKPOINT of one page."""
+        store = self.store
+        lines: dict[str, bytes] = {}
+
+        def line_size(event_id: str) -> int:
+            held = store.get_event(group_id, event_id)
+            event = held.to_event() if held is not None else None
+            frame = Frame("EVENT", str(ULID()), self.server_id, len(lines) + 1, event, group_id)
+            line = lines[event_id] = encode_frame(frame)
+            return len(line) - 1
+
+        ids, payload = respond(request, _StoreSource(store), group_id, line_size)
+        out = [lines[i] for i in ids]
+        final = Frame(
+            "CHECKPOINT", str(ULID()), self.server_id, len(out) + 1, Checkpoint(payload), group_id
+        )
+        out.append(encode_frame(final))
+        return out
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> NodeSnapshot:
+        """A by-value picture of the node (call it on the node's loop)."""
+        assert self._snapshots is not None
+        return self._snapshots.build()
+
+
+class _StoreSource:
+    """The store as the checkpoint responder's source (names differ by one argument)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def ids_in_range(self, group: str, lo: str, hi: str) -> list[str]:
+        return self._store.ids_in_range(group, lo, hi)
+
+    def range_summary(self, group: str, lo: str, hi: str) -> tuple[int, str]:
+        return self._store.range_summary(group, lo, hi)
+
+    def get_event(self, group: str, event_id: str) -> object | None:
+        return self._store.get_event(group, event_id)

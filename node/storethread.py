@@ -1,0 +1,147 @@
+"""The one thread that owns the SQLite store, and the group-commit ingest queue on it.
+
+SQLite work (fsync included) and Ed25519 verification (pynacl releases the GIL)
+happen off the event loop, so the loop keeps reading, writing and answering PINGs
+while a batch commits. Everything that touches the store goes through this single
+thread, which keeps the store's in-memory indexes and its transactions in lock step
+without locks.
+
+Group commit falls out of the queue: while one batch is being verified and committed,
+new EVENTs from every stream pile up, and the next batch takes them all at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from node.errors import ErrorCode
+from node.frames import Event
+from node.ingest import REJECTED, STORED, Ingest, Outcome
+
+T = TypeVar("T")
+MAX_BATCH = 2048
+
+OutcomeCallback = Callable[[Outcome], None]
+
+
+class StoreThread:
+    def __init__(self) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="tapsim-store"
+        )
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+        """Run ``fn`` later on the store thread, in submission order, without waiting."""
+        return self._executor.submit(fn, *args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class IngestQueue:
+    """EVENTs from every stream (and from ``send``/checkpoint/publish), batched per commit.
+
+    ``relay_peers(group)`` names the peers whose outbox a stored event joins (the
+    ingest leaves out the event's hop); ``on_stored(group, events, hop)`` is called on
+    the loop after the commit so live streams can send them on.
+    """
+
+    def __init__(
+        self,
+        ingest: Ingest,
+        store_thread: StoreThread,
+        relay_peers: Callable[[str], list[str]],
+        on_stored: Callable[[str, list[Event], str], None],
+    ) -> None:
+        self.ingest = ingest
+        self._thread = store_thread
+        self._relay_peers = relay_peers
+        self._on_stored = on_stored
+        self._pending: list[tuple[str, Event, str, OutcomeCallback]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.batches = 0
+        self.events = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="ingest")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    def submit(self, group_id: str, event: Event, hop: str, callback: OutcomeCallback) -> None:
+        """Queue one event; ``callback(outcome)`` runs on the loop once it is durable."""
+        self._pending.append((group_id, event, hop, callback))
+        self._wake.set()
+
+    async def process(self, group_id: str, event: Event, hop: str) -> Outcome:
+        """Queue one event and wait for its durable outcome."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self.submit(group_id, event, hop, future.set_result)
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[:MAX_BATCH]
+                del self._pending[:MAX_BATCH]
+                by_group: dict[str, list[tuple[Event, str]]] = {}
+                for group_id, event, hop, _ in batch:
+                    by_group.setdefault(group_id, []).append((event, hop))
+                relays = {g: self._relay_peers(g) for g in by_group}
+                try:
+                    results = await self._thread.run(self._commit, by_group, relays)
+                except Exception as exc:  # a store failure: nothing of it is acknowledged
+                    message = f"store failure: {exc}"
+                    for _, event, _, callback in batch:
+                        failed = Outcome(REJECTED, event.event_id, ErrorCode.INTERNAL, message)
+                        _safe(callback, failed)
+                    continue
+                self.batches += 1
+                self.events += len(batch)
+                positions = dict.fromkeys(by_group, 0)
+                stored: dict[tuple[str, str], list[Event]] = {}
+                for group_id, event, hop, callback in batch:
+                    i = positions[group_id]
+                    positions[group_id] = i + 1
+                    outcome = results[group_id][i]
+                    if outcome.status == STORED:
+                        stored.setdefault((group_id, hop), []).append(event)
+                    _safe(callback, outcome)
+                for (group_id, hop), events in stored.items():
+                    self._on_stored(group_id, events, hop)
+
+    def _commit(
+        self, by_group: dict[str, list[tuple[Event, str]]], relays: dict[str, list[str]]
+    ) -> dict[str, list[Outcome]]:
+        now = time.time()
+        store = self.ingest.store
+        with store.transaction():
+            return {
+                g: self.ingest.process(g, items, relays[g], now=now)
+                for g, items in by_group.items()
+            }
+
+
+def _safe(callback: OutcomeCallback, outcome: Outcome) -> None:
+    with contextlib.suppress(asyncio.InvalidStateError):  # a waiter that went away
+        callback(outcome)
