@@ -190,6 +190,9 @@ class PeerLink:
         try:
             while (data := await runner.outgoing()) is not None:
                 await stream.write(data)
+            if not runner.session.ended:  # aborted (link cut, node stopping): drop it now
+                stream.reset()
+                return
             stream.end()
             # Our side is over; the peer gets CLOSE_GRACE to end its own, then we reset.
             await asyncio.sleep(CLOSE_GRACE)

@@ -38,6 +38,7 @@ from node.frames import (
 from node.identity import Identity
 from node.ids import format_rfc3339, group_matches, is_group_id
 from node.ingest import REJECTED, STORED, Ingest
+from node.keyfetch import KeyFetcher
 from node.keystore import HelloAuthenticator, KeyStore, MemoryReplayCache, RequestAuthenticator
 from node.session import Role, SessionConfig, StreamSession
 from node.snapshot import FAULT_ACK_PAUSED, FAULT_CREDIT_ONE, FAULT_CUT, NodeSnapshot
@@ -147,7 +148,7 @@ class Node:
             lambda author, _key_id: self.keystore.is_provisional(author),
         )
         self.ingest_queue = IngestQueue(
-            ingest, self.store_thread, self.relay_peers, self._on_stored
+            ingest, self.store_thread, self.relay_peers, self._on_stored, KeyFetcher(self)
         )
         self.ingest_queue.start()
         self._server = await start_server(

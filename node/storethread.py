@@ -18,13 +18,23 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from node.errors import ErrorCode
 from node.frames import Event
 from node.ingest import REJECTED, STORED, Ingest, Outcome
 
 T = TypeVar("T")
+
+
+class KeySource(Protocol):
+    """Finds author keys the node lacks (node.keyfetch.KeyFetcher)."""
+
+    def missing(self, author: str, hop: str) -> bool: ...
+
+    async def fetch(self, author: str, hop: str) -> bool: ...
+
+
 MAX_BATCH = 2048
 
 OutcomeCallback = Callable[[Outcome], None]
@@ -62,14 +72,17 @@ class IngestQueue:
         store_thread: StoreThread,
         relay_peers: Callable[[str], list[str]],
         on_stored: Callable[[str, list[Event], str], None],
+        keys: KeySource | None = None,
     ) -> None:
         self.ingest = ingest
+        self._keys = keys
         self._thread = store_thread
         self._relay_peers = relay_peers
         self._on_stored = on_stored
         self._pending: list[tuple[str, Event, str, OutcomeCallback]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._key_waits: set[asyncio.Task] = set()
         self.batches = 0
         self.events = 0
 
@@ -77,6 +90,8 @@ class IngestQueue:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ingest")
 
     async def stop(self) -> None:
+        for task in list(self._key_waits):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -87,7 +102,25 @@ class IngestQueue:
         return len(self._pending)
 
     def submit(self, group_id: str, event: Event, hop: str, callback: OutcomeCallback) -> None:
-        """Queue one event; ``callback(outcome)`` runs on the loop once it is durable."""
+        """Queue one event; ``callback(outcome)`` runs on the loop once it is durable.
+
+        An event whose author's key we lack waits while the key is fetched through
+        its hop; the ingest then verifies it, or rejects it with UNKNOWN_KEY.
+        """
+        keys = self._keys
+        if keys is not None and keys.missing(event.author, hop):
+            task = asyncio.ensure_future(self._after_key(group_id, event, hop, callback))
+            self._key_waits.add(task)
+            task.add_done_callback(self._key_waits.discard)
+            return
+        self._pending.append((group_id, event, hop, callback))
+        self._wake.set()
+
+    async def _after_key(
+        self, group_id: str, event: Event, hop: str, callback: OutcomeCallback
+    ) -> None:
+        assert self._keys is not None
+        await self._keys.fetch(event.author, hop)
         self._pending.append((group_id, event, hop, callback))
         self._wake.set()
 

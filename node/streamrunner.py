@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from node import session as s
@@ -97,10 +98,12 @@ class StreamRunner:
     async def outgoing(self) -> bytes | None:
         session = self.session
         while True:
+            if self.finished:  # aborted: whatever is still queued stays in the outbox
+                return None
             data = session.data_to_send(time.time())
             if data:
                 return data
-            if session.ended or self.finished:
+            if session.ended:
                 self._finish(session.end_reason or "ended")
                 return None
             self._writable.clear()
@@ -162,7 +165,10 @@ class StreamRunner:
             kind = type(ev)
             if kind is s.EventReceived:
                 node.ingest_queue.submit(
-                    self.group_id, ev.event, self.peer_id or "", self, ev.sequence
+                    self.group_id,
+                    ev.event,
+                    self.peer_id or "",
+                    partial(self.processed, ev.sequence),
                 )
             elif kind is s.EventsAcknowledged:
                 self._acknowledged(ev.event_ids)
