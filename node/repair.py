@@ -114,6 +114,10 @@ class Repair:
         planner = self.planner
         thread = self.node.store_thread
         try:
+            if self.node.link_cut(self.peer_id, self.group_id) and not isinstance(
+                action, ae.Done | ae.Failed
+            ):
+                raise TransportError(self.client.base_url, "link cut (fault injection)")
             match action:
                 case ae.FetchDigest():
                     doc, nbytes = await self._digest(action)
@@ -274,7 +278,7 @@ class RepairManager:
 
     def start(self, peer_id: str, group_id: str) -> bool:
         key = (peer_id, group_id)
-        if key in self._running:
+        if key in self._running or self.node.link_cut(peer_id, group_id):
             return False
         client = self._client(peer_id)
         if client is None:

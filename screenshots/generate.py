@@ -1,0 +1,40 @@
+"""Regenerate the SVG screenshots in this folder from the scripted nodes.
+
+    uv run python screenshots/generate.py
+
+Deterministic: a fixed clock and scripted snapshots (tapsim_tui/scripted.py), so the
+files only change when the screens do.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from textual._doc import take_svg_screenshot
+
+from tapsim_tui.scripted import SCENE_SIZE, scene
+
+HERE = Path(__file__).resolve().parent
+SHOTS = {
+    "main": "tapsim demo: alice federating g!demo with bob and carol",
+    "detail": "detail pane: a stalled stream waiting for credit",
+    "repair": "anti-entropy repair in progress",
+    "help": "keys (help screen)",
+}
+
+
+def main() -> int:
+    for name, title in SHOTS.items():
+        app, run_before = scene(name)
+        svg = take_svg_screenshot(
+            app=app, terminal_size=SCENE_SIZE, run_before=run_before, title=title
+        )
+        path = HERE / f"{name}.svg"
+        path.write_text(svg, encoding="utf-8")
+        print(f"wrote {path.relative_to(HERE.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The tapsim dashboard application: a thin shell around the main screen.
+
+It owns what outlives a screen: the node handles, the keyring of group
+passphrases, the clock and the keymap. Everything else lives in screens and
+widgets. `live=False` disables the tick so tests drive `refresh_from_snapshot()`
+themselves against a fixed clock.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from tapsim_tui.e2e import Keyring
+from tapsim_tui.handle import NodeHandle
+from tapsim_tui.keymap import validate_keymap
+from tapsim_tui.screens.help import HelpScreen
+from tapsim_tui.screens.main import MAIN_BINDINGS, MainScreen
+
+APP_BINDINGS = [
+    Binding("question_mark,f1", "help", "Help", id="help"),
+    Binding("s", "save_screenshot", "Screenshot", id="screenshot"),
+    Binding("q", "quit", "Quit", id="quit"),
+]
+
+
+def all_bindings() -> list[Binding]:
+    return [*MAIN_BINDINGS, *APP_BINDINGS]
+
+
+def binding_defaults() -> dict[str, str]:
+    """Binding id → default keys, for the keymap checks and the help screen."""
+    return {b.id: b.key for b in all_bindings() if b.id}
+
+
+class TapsimApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "tapsim"
+    BINDINGS = APP_BINDINGS
+
+    def __init__(
+        self,
+        handles: Sequence[NodeHandle],
+        *,
+        passphrases: Mapping[str, str] | None = None,
+        keymap: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+        tick_hz: float = 10.0,
+        live: bool = True,
+    ) -> None:
+        if not handles:
+            raise ValueError("the dashboard needs at least one node handle")
+        super().__init__()
+        self.handles = list(handles)
+        self.keyring = Keyring(dict(passphrases or {}))
+        self.clock = clock
+        self.tick_hz = min(max(tick_hz, 0.1), 10.0)
+        self.live = live
+        defaults = binding_defaults()
+        self.user_keymap = validate_keymap(keymap or {}, defaults, defaults)
+
+    def get_default_screen(self) -> Screen:
+        return MainScreen()
+
+    def on_mount(self) -> None:
+        if self.user_keymap:
+            self.set_keymap(self.user_keymap)
+        self.derive_keys()
+
+    def derive_keys(self):
+        """Derive every group key in a thread so the frame log can decrypt soon after start."""
+        return self.run_worker(
+            self.keyring.derive_all, thread=True, group="keys", exit_on_error=False
+        )
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "keys" and event.state == WorkerState.SUCCESS:
+            self.main_screen.keys_ready()
+
+    @property
+    def main_screen(self) -> MainScreen:
+        return next(s for s in self.screen_stack if isinstance(s, MainScreen))
+
+    def refresh_from_snapshot(self) -> None:
+        """One tick by hand (tests and screenshots drive the app this way with live=False)."""
+        self.main_screen.refresh_from_snapshot()
+
+    # -- keys ------------------------------------------------------------------------
+
+    def keys_for(self, binding: Binding) -> str:
+        keys = self.user_keymap.get(binding.id or "", binding.key)
+        return " / ".join(
+            self.get_key_display(Binding(key, binding.action)) for key in keys.split(",")
+        )
+
+    def help_rows(self) -> list[tuple[str, str, str]]:
+        rows = [(self.keys_for(b), b.description, b.id or "") for b in all_bindings()]
+        palette = self.get_key_display(Binding(self.COMMAND_PALETTE_BINDING, "command_palette"))
+        rows.append((palette, "Command palette: every action by name", "command_palette"))
+        return rows
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.help_rows()))
+
+    def action_save_screenshot(self) -> None:
+        path = self.save_screenshot(path=os.getcwd())
+        self.notify(f"Screenshot saved to {path}", title="Screenshot")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Every key binding in the command palette too, with its current key as help."""
+        yield from super().get_system_commands(screen)
+        main = self.main_screen
+        for binding in MAIN_BINDINGS:
+            if binding.id == "switch_node" and len(self.handles) < 2:
+                continue
+            yield SystemCommand(
+                binding.description,
+                f"{binding.id} · key {self.keys_for(binding)}",
+                partial(self.run_action, binding.action, main),
+            )
+        for binding in APP_BINDINGS:
+            if binding.id in ("help", "screenshot"):
+                yield SystemCommand(
+                    binding.description,
+                    f"{binding.id} · key {self.keys_for(binding)}",
+                    partial(self.run_action, binding.action),
+                )

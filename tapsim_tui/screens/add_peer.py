@@ -1,0 +1,83 @@
+"""Add a peer by URL: checked here, so a bad URL is a clear line, not a failed dial."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label
+
+from node.commands import AddPeer
+from node.frames import is_valid_url
+from node.ids import is_group_id
+
+
+def check_peer(url: str, groups_text: str) -> AddPeer | str:
+    """The command to submit, or what is wrong with the input, in words."""
+    url = url.strip().rstrip("/")
+    if not url:
+        return "enter the peer's URL, e.g. http://192.168.1.20:8448"
+    if not url.startswith(("http://", "https://")):
+        return "the URL must start with http:// or https://"
+    if not is_valid_url(url):
+        return "the URL needs a host and an explicit port, and no path: http://host:8448"
+    groups = tuple(g.strip() for g in groups_text.replace(" ", ",").split(",") if g.strip())
+    if not groups:
+        return "enter at least one group, e.g. g!demo"
+    for group in groups:
+        if not is_group_id(group):
+            return f"{group!r} is not a group id: g! then letters, digits, '.', '_' or '-'"
+    return AddPeer(url=url, groups=groups)
+
+
+class AddPeerScreen(ModalScreen[AddPeer | None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel", id="modal_cancel")
+    ]
+
+    def __init__(self, groups: Sequence[str] = ()) -> None:
+        super().__init__()
+        self._groups = ",".join(groups)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog"):
+            yield Label("Add a peer", classes="dialog-title")
+            yield Label("URL of the peer's federation endpoint (scheme://host:port)")
+            yield Input(placeholder="http://192.168.1.20:8448", id="url")
+            yield Label("groups to federate with it (comma-separated)")
+            yield Input(value=self._groups, placeholder="g!demo", id="groups")
+            yield Label("", id="error", classes="dialog-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Add", variant="primary", id="add")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#url", Input).focus()
+
+    def on_input_changed(self, _event: Input.Changed) -> None:
+        self.query_one("#error", Label).update("")
+
+    def on_input_submitted(self, _event: Input.Submitted) -> None:
+        self._try_submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "add":
+            self._try_submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def _try_submit(self) -> None:
+        result = check_peer(
+            self.query_one("#url", Input).value, self.query_one("#groups", Input).value
+        )
+        if isinstance(result, str):
+            self.query_one("#error", Label).update(f"✗ {result}")
+            return
+        self.dismiss(result)

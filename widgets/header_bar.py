@@ -1,0 +1,68 @@
+"""Who this node is and how to reach it, in two lines at the top of the screen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.content import Content
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from widgets.render import fmt_uptime
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderInfo:
+    server_id: str
+    listen_urls: tuple[str, ...]
+    key_id: str
+    pairing_code: str
+    uptime_s: int
+    live: bool
+    node_index: int = 0
+    node_count: int = 1
+
+
+class HeaderBar(Widget):
+    """Server id, listen URLs, key id and pairing code, uptime and the LIVE/PAUSED badge."""
+
+    DEFAULT_CSS = """
+    HeaderBar { height: 2; background: $panel; padding: 0 1; }
+    """
+
+    info: reactive[HeaderInfo | None] = reactive(None)
+
+    def render(self) -> Content:
+        info = self.info
+        if info is None:
+            return Content.styled("tapsim — waiting for the node…", "$text-muted")
+        badge = (
+            (" LIVE ", "bold $text on $success")
+            if info.live
+            else (" PAUSED ", "bold $text on $warning")
+        )
+        switch = (
+            (f"  node {info.node_index + 1}/{info.node_count}", "$text-muted")
+            if info.node_count > 1
+            else ""
+        )
+        first = Content.assemble(
+            (" tapsim ", "bold $text on $primary"),
+            " ",
+            (info.server_id, "bold $text"),
+            switch,
+            "  ",
+            badge,
+            ("  up ", "$text-muted"),
+            fmt_uptime(info.uptime_s),
+        )
+        urls = ", ".join(info.listen_urls) or "not listening"
+        second = Content.assemble(
+            ("listen ", "$text-muted"),
+            (urls, "$accent"),
+            ("   key ", "$text-muted"),
+            info.key_id,
+            ("   pairing code ", "$text-muted"),
+            (info.pairing_code, "bold $warning"),
+        )
+        return Content("\n").join([first, second])
