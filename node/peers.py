@@ -169,7 +169,7 @@ class PeerLink:
                 raise TransportError(self.url, f"stream refused: {status} {_error_text(body)}")
             while (chunk := await stream.read()) is not None:
                 runner.feed(chunk)
-                if runner.finished:
+                if runner.aborted:
                     break
             runner.feed_eof()
             with contextlib.suppress(TimeoutError):

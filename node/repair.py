@@ -24,6 +24,7 @@ from node.errors import ProtocolError
 from node.frames import Checkpoint, Frame, encode_frame, parse_frame
 from node.ids import format_rfc3339
 from node.ingest import REJECTED
+from node.session import Role
 from node.snapshot import (
     DIGEST_FAILED,
     DIGEST_REPAIRING,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 BASE = "/_taps/federation"
 PERIOD = 600.0
 PERIOD_JITTER = 0.3
+ACCEPTOR_DELAY = 3.0
 SEND_CONCURRENCY = 8
 FRAME_MEDIA = 'application/x-ndjson; profile="_taps.v1.frames"'
 
@@ -258,8 +260,16 @@ class RepairManager:
     # ------------------------------------------------------------------ triggers
 
     def after_handshake(self, runner: StreamRunner) -> None:
-        if runner.peer_id:
-            self.start(runner.peer_id, runner.group_id)
+        """The initiator repairs at once (§5.4). The acceptor checks a little later, when
+        the initiator's repair has usually converged: then its own pass is one digest
+        round trip and the dashboard knows the state from both ends."""
+        peer, group = runner.peer_id, runner.group_id
+        if not peer:
+            return
+        if runner.role is Role.INITIATOR:
+            self.start(peer, group)
+        else:
+            self._schedule(peer, group, ACCEPTOR_DELAY)
 
     def request(self, peer_id: str | None, group_id: str | None) -> None:
         """On demand: None means every peer / every group we have a stream with."""
@@ -338,8 +348,13 @@ class RepairManager:
             r.peer_id == peer and r.group_id == group and not r.finished for r in self.node.runners
         ):
             return
-        delay = PERIOD * (1 + PERIOD_JITTER * (2 * random.random() - 1))
-        self._periodic[key] = asyncio.get_running_loop().call_later(
+        self._schedule(peer, group, PERIOD * (1 + PERIOD_JITTER * (2 * random.random() - 1)))
+
+    def _schedule(self, peer: str, group: str, delay: float) -> None:
+        old = self._periodic.pop((peer, group), None)
+        if old is not None:
+            old.cancel()
+        self._periodic[(peer, group)] = asyncio.get_running_loop().call_later(
             delay, lambda: self.start(peer, group)
         )
 

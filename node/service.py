@@ -289,6 +289,8 @@ class Node:
         self._apply_faults(runner)
         if runner.role is Role.ACCEPTOR and self.peers is not None:
             self.peers.peer_connected(peer)
+        if self.repairs is not None:
+            self.repairs.after_handshake(runner)
         if peer not in self.relay_peers(runner.group_id):
             return False
         # One stream per peer and group drains the outbox; a second one only relays live.
@@ -301,8 +303,6 @@ class Node:
                 and other.group_id == runner.group_id
             ):
                 return False
-        if runner.role is Role.INITIATOR and self.repairs is not None:
-            self.repairs.after_handshake(runner)
         return True
 
     def stream_event(self, runner: StreamRunner, event: object) -> None:

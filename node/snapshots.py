@@ -8,6 +8,7 @@ differences between two builds, so a build costs the same however busy the node 
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from node import session as s
@@ -31,12 +32,14 @@ if TYPE_CHECKING:
     from node.streamrunner import StreamRunner
 
 HISTORY = 60  # samples of ACK lag kept per stream
+RATE_WINDOW = 2.0  # seconds over which frames/s are averaged
 
 
 class SnapshotBuilder:
     def __init__(self, node: Node) -> None:
         self.node = node
-        self._last: dict[str, tuple[float, int, int]] = {}  # key → (at, frames in, out)
+        # key → recent (at, frames in, frames out) samples, for rates over RATE_WINDOW
+        self._last: dict[str, deque[tuple[float, int, int]]] = {}
         self._lag: dict[str, list[float]] = {}
 
     def build(self) -> NodeSnapshot:
@@ -97,13 +100,16 @@ class SnapshotBuilder:
         session = runner.session
         c = session.counters
         key = runner.key
-        last = self._last.get(key)
+        samples = self._last.setdefault(key, deque())
+        samples.append((now, c.frames_in, c.frames_out))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
+            samples.popleft()
+        first = samples[0]
         rate_in = rate_out = 0.0
-        if last is not None and now > last[0]:
-            dt = now - last[0]
-            rate_in = (c.frames_in - last[1]) / dt
-            rate_out = (c.frames_out - last[2]) / dt
-        self._last[key] = (now, c.frames_in, c.frames_out)
+        if now > first[0]:
+            dt = now - first[0]
+            rate_in = (c.frames_in - first[1]) / dt
+            rate_out = (c.frames_out - first[2]) / dt
         lag = session.ack_lag(now)
         history = self._lag.setdefault(key, [])
         history.append((lag or 0.0) * 1000)

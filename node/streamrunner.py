@@ -50,6 +50,7 @@ class StreamRunner:
         self.started_at = time.time()
         self.uses_outbox = False
         self.finished = False  # outgoing() returned None, or the stream was aborted
+        self.aborted = False
         self.end_reason: str | None = None
         self._on_end = on_end
         self._loop = asyncio.get_running_loop()
@@ -86,19 +87,21 @@ class StreamRunner:
             self._changed()
 
     def feed(self, data: bytes) -> None:
-        if self.finished:
+        # After an orderly close of our side the peer's last ACKs still count, so only
+        # an abort stops the reading.
+        if self.aborted:
             return
         self._dispatch(self.session.receive_data(data, time.time()))
 
     def feed_eof(self) -> None:
-        if self.finished:
+        if self.aborted:
             return
         self._dispatch(self.session.receive_eof(time.time()))
 
     async def outgoing(self) -> bytes | None:
         session = self.session
         while True:
-            if self.finished:  # aborted: whatever is still queued stays in the outbox
+            if self.aborted:  # whatever is still queued stays in the outbox
                 return None
             data = session.data_to_send(time.time())
             if data:
@@ -110,6 +113,7 @@ class StreamRunner:
             await self._writable.wait()
 
     def abort(self, reason: str) -> None:
+        self.aborted = True
         if not self.finished:
             self._finish(reason)
 

@@ -1,0 +1,187 @@
+"""Start real nodes and put the dashboard over them: `tapsim` and `tapsim demo`.
+
+Everything a user can get wrong (busy port, unreadable data dir, bad config) is
+reported in one line before the screen opens; nothing here prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import tomllib
+from pathlib import Path
+
+from node.commands import PublishEvent
+from node.config import ConfigError, NodeConfig, PeerConfig
+from tapsim_tui.e2e import GroupCipher
+from tapsim_tui.runtime import NodeStartError, NodeThread
+
+DEMO_GROUP = "g!demo"
+DEMO_PASSPHRASE = "correct horse battery staple"
+DEMO_NAMES = ("alice", "bob", "carol", "dave", "erin", "frank")
+CHATTER = (
+    "hello from {me}",
+    "{me} checking in",
+    "lunch at noon?",
+    "{me}: build is green",
+    "ship it",
+    "{me} sees {n} events",
+    "ping from {me}",
+)
+
+
+def _fail(message: str) -> int:
+    print(f"tapsim: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _on_sighup(app) -> None:
+    """The terminal went away: leave cleanly instead of dying mid-write."""
+    with contextlib.suppress(ValueError, OSError):  # not the main thread, or no SIGHUP
+        signal.signal(signal.SIGHUP, lambda *_: app.exit())
+
+
+class DemoTraffic:
+    """A modest stream of test events, encrypted here, in the client layer.
+
+    The nodes only ever receive ciphertext: the passphrase and the group key stay
+    in this process's UI side, as they would in a real client.
+    """
+
+    def __init__(self, handles: list[NodeThread], rate: float, cipher: GroupCipher) -> None:
+        self.handles = handles
+        self.rate = rate
+        self.cipher = cipher
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo traffic", daemon=True)
+
+    def start(self) -> None:
+        if self.rate > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        rng = random.Random()
+        counter = itertools.count(1)
+        interval = 1.0 / (self.rate * len(self.handles))
+        while not self._stop.wait(interval * rng.uniform(0.5, 1.5)):
+            handle = rng.choice(self.handles)
+            text = rng.choice(CHATTER).format(me=handle.server_id, n=next(counter))
+            handle.submit(PublishEvent(DEMO_GROUP, self.cipher.encrypt(text)))
+
+
+def demo_configs(root: Path, count: int) -> list[NodeConfig]:
+    return [
+        NodeConfig(
+            server_id=name,
+            data_dir=root / name,
+            listen_host="127.0.0.1",
+            listen_port=0,
+            groups=(DEMO_GROUP,),
+            ping_interval=5.0,
+        )
+        for name in DEMO_NAMES[:count]
+    ]
+
+
+def start_demo_nodes(root: Path, count: int) -> list[NodeThread]:
+    """Start the demo nodes, each peering with every earlier one (a full mesh)."""
+    handles: list[NodeThread] = []
+    try:
+        for config in demo_configs(root, count):
+            config.peers = [PeerConfig(h.url, (DEMO_GROUP,)) for h in handles]
+            handle = NodeThread(config)
+            handle.start()
+            handles.append(handle)
+    except NodeStartError:
+        for h in handles:
+            h.stop()
+        raise
+    return handles
+
+
+def run_demo(*, nodes: int, rate: float) -> int:
+    from tapsim_tui.app import TapsimApp
+
+    root = Path(tempfile.mkdtemp(prefix="tapsim-demo-"))
+    try:
+        try:
+            handles = start_demo_nodes(root, nodes)
+        except NodeStartError as exc:
+            return _fail(str(exc))
+        cipher = GroupCipher.from_passphrase(DEMO_GROUP, DEMO_PASSPHRASE)
+        traffic = DemoTraffic(handles, rate, cipher)
+        traffic.start()
+        try:
+            app = TapsimApp(handles, passphrases={DEMO_GROUP: DEMO_PASSPHRASE})
+            _on_sighup(app)
+            app.run()
+        finally:
+            traffic.stop()
+            for h in handles:
+                h.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    if getattr(args, "config", None):
+        return Path(args.config)
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("tapsim", appauthor=False)) / "config.toml"
+
+
+def load_config_file(path: Path, *, required: bool) -> dict:
+    """The TOML config: node options at the top, [passphrases] and [keymap] tables."""
+    if not path.exists():
+        if required:
+            raise ConfigError(f"config file not found: {path}")
+        return {}
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    return data
+
+
+def run_single(args: argparse.Namespace) -> int:
+    from tapsim_tui.app import TapsimApp
+    from tapsim_tui.cli import node_config_from_args
+    from tapsim_tui.keymap import KeymapError, keymap_from_config
+
+    path = _config_path(args)
+    data = load_config_file(path, required=bool(getattr(args, "config", None)))
+    config = node_config_from_args(args, data)
+    passphrases = data.get("passphrases", {})
+    if not isinstance(passphrases, dict):
+        raise ConfigError(f"{path}: [passphrases] must be a table of group = passphrase")
+    try:
+        keymap = keymap_from_config(data)
+    except KeymapError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    handle = NodeThread(config)
+    try:
+        handle.start()
+    except NodeStartError as exc:
+        return _fail(str(exc))
+    try:
+        app = TapsimApp([handle], passphrases=passphrases, keymap=keymap)
+        _on_sighup(app)
+        app.run()
+    finally:
+        handle.stop()
+    return 0

@@ -1,0 +1,149 @@
+"""A real node on its own asyncio loop in a background thread: the dashboard's NodeHandle.
+
+The node's work must never stutter the interface, nor the interface slow the node, so
+they share nothing but two things that cross by value: snapshots (frozen dataclasses
+published by the node's loop every 100 ms while somebody is looking) and commands
+(handed over with ``call_soon_threadsafe``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+
+from node.commands import Command
+from node.config import NodeConfig
+from node.service import Node
+from node.snapshot import NodeSnapshot
+
+PUBLISH_EVERY = 0.1  # seconds between snapshots while the UI reads them
+IDLE_AFTER = 1.0  # stop building snapshots when nobody asked for this long
+
+
+class NodeStartError(Exception):
+    """The node could not start; the message is fit to show the user as is."""
+
+
+class NodeThread:
+    def __init__(self, config: NodeConfig, *, record_frames: bool = True) -> None:
+        self.config = config
+        self._record_frames = record_frames
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._node: Node | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+        self._latest: NodeSnapshot | None = None
+        self._last_read = 0.0
+        self._wanted = threading.Event()
+
+    # ------------------------------------------------------------------ NodeHandle
+
+    @property
+    def server_id(self) -> str:
+        return self.config.server_id
+
+    @property
+    def url(self) -> str:
+        return self._node.url if self._node is not None else ""
+
+    def snapshot(self) -> NodeSnapshot:
+        self._last_read = time.monotonic()
+        self._wanted.set()
+        snap = self._latest
+        if snap is None:  # before the first publication: a minimal picture
+            return NodeSnapshot(
+                taken_at=time.time(),
+                server_id=self.config.server_id,
+                listen_urls=(),
+                key_id="",
+                pairing_code="",
+                started_at=time.time(),
+            )
+        return snap
+
+    def submit(self, command: Command) -> None:
+        loop, node = self._loop, self._node
+        if loop is None or node is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(node.execute, command)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the node; raises NodeStartError with a plain message if it cannot."""
+        self._thread = threading.Thread(
+            target=self._main, name=f"node {self.config.server_id}", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise NodeStartError(f"{self.config.server_id}: node did not start in {timeout:g} s")
+        if self._startup_error is not None:
+            raise NodeStartError(describe_start_error(self._startup_error)) from None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        node = Node(self.config, record_frames=self._record_frames)
+        try:
+            await node.start()
+        except BaseException as exc:  # reported to the starting thread, in words
+            self._startup_error = exc
+            self._ready.set()
+            with contextlib.suppress(Exception):
+                await node.stop()
+            return
+        self._node = node
+        self._latest = node.snapshot()
+        self._ready.set()
+        publisher = asyncio.create_task(self._publish(node))
+        try:
+            await self._stop.wait()
+        finally:
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
+            await node.stop()
+
+    async def _publish(self, node: Node) -> None:
+        """Build a snapshot every 100 ms while the UI reads them; rest when it does not."""
+        wanted = self._wanted
+        while True:
+            if time.monotonic() - self._last_read > IDLE_AFTER:
+                wanted.clear()
+                await asyncio.to_thread(wanted.wait)
+            self._latest = node.snapshot()
+            await asyncio.sleep(PUBLISH_EVERY)
+
+
+def describe_start_error(exc: BaseException) -> str:
+    """One line a user can act on, for the errors a node start can meet."""
+    from node.identity import IdentityError
+    from node.transport.serving import PortInUse
+
+    if isinstance(exc, PortInUse):
+        return str(exc)
+    if isinstance(exc, IdentityError):
+        return str(exc)
+    if isinstance(exc, PermissionError):
+        return f"cannot use {exc.filename}: permission denied"
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    return f"{type(exc).__name__}: {exc}"
