@@ -31,7 +31,7 @@ async def test_handshake_and_events_both_ways(pair):
 
 
 async def test_ping_pong_measures_rtt(pair):
-    alice, bob = pair
+    _alice, bob = pair
     await wait_until(lambda: streams_up(bob, "alice"), what="up")
     runner = next(r for r in bob.runners if r.peer_id == "alice")
     await wait_until(lambda: runner.session.rtt is not None, timeout=10, what="an RTT sample")
