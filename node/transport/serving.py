@@ -31,6 +31,9 @@ MAX_CONCURRENT_STREAMS = 100
 class PortInUse(OSError):
     """The requested listen address is taken by another socket."""
 
+    def __str__(self) -> str:  # the words only, without OSError's "[Errno 98]"
+        return self.strerror or super().__str__()
+
 
 class FederationConfig(Config):
     """hypercorn Config for federation: TLS 1.3 only, ALPN ``h2`` only, and the marker
