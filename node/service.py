@@ -49,6 +49,7 @@ from node.streamrunner import StreamRunner
 log = logging.getLogger("tapsim.node")
 
 CAPABILITIES = ["stream", "send", "ack", "credit", "ping", "digest", "checkpoint", "relay"]
+REPLAY_WINDOW = 600.0  # §4.1, §3.3
 MAX_STREAMS = 1000  # inbound streams over all connections, beyond which we answer 503
 
 
@@ -65,7 +66,8 @@ class DurableReplayCache:
         self._store = store
         self._thread = thread
 
-    def load(self, entries: list[tuple[str, float]], now: float) -> None:
+    def load(self, entries: list[tuple[str, float]]) -> None:
+        """Refill the memory from the store at start, so a restart reopens no window."""
         for key, seen_at in entries:
             self._memory.check_and_record(key, seen_at)
 
@@ -138,6 +140,9 @@ class Node:
         )
         self.keystore.load(await self.store_thread.run(self.store.load_pins))
         self.replay = DurableReplayCache(self.store, self.store_thread)
+        self.replay.load(
+            await self.store_thread.run(self.store.replay_entries, time.time() - REPLAY_WINDOW)
+        )
         self.hello_auth = HelloAuthenticator(self.server_id, self.keystore, self.replay)
         self.request_auth = RequestAuthenticator(
             self.server_id, self.keystore, self.replay, config.closed
@@ -222,9 +227,8 @@ class Node:
 
     def new_session(self, group_id: str, role: Role, peer_id: str | None) -> StreamSession:
         config = self.config
-        key_hint = [peer_id]
         observer = (
-            self.frame_log.observer(lambda: key_hint[0] or session.peer_id, group_id)
+            self.frame_log.observer(lambda: session.peer_id, group_id)
             if self.frame_log is not None
             else None
         )

@@ -805,6 +805,13 @@ class Store:
                 self._db.execute("DELETE FROM replay WHERE seen_at < ?", (now - window,))
         return True
 
+    def replay_entries(self, since: float) -> list[tuple[str, float]]:
+        """Keys recorded at or after ``since``: what a restarted node must still refuse."""
+        rows = self._db.execute(
+            "SELECT key, seen_at FROM replay WHERE seen_at >= ? ORDER BY seen_at", (since,)
+        )
+        return [(key, seen_at) for key, seen_at in rows]
+
     # ------------------------------------------------------------------ own counter
 
     def next_own_seq(self, group_id: str, author: str | None = None) -> int:

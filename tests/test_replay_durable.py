@@ -1,0 +1,28 @@
+"""The replay cache survives a restart (§4.1: "a restart cannot reopen the window")."""
+
+from __future__ import annotations
+
+from node.service import DurableReplayCache
+from node.store import Store
+from node.storethread import StoreThread
+
+
+def test_replay_window_survives_restart(tmp_path):
+    path = str(tmp_path / "events.sqlite3")
+    thread = StoreThread()
+    store = Store.open(path)
+    cache = DurableReplayCache(store, thread)
+    assert cache.check_and_record("hello:01KAZ2J2NV0000000000000001", 1000.0)
+    assert not cache.check_and_record("hello:01KAZ2J2NV0000000000000001", 1001.0)
+    thread.close()  # waits for the durable write
+    store.close()
+
+    thread = StoreThread()
+    store = Store.open(path)
+    restarted = DurableReplayCache(store, thread)
+    restarted.load(store.replay_entries(1200.0 - 600.0))
+    assert not restarted.check_and_record("hello:01KAZ2J2NV0000000000000001", 1200.0)
+    # Outside the window the same key is fresh again.
+    assert restarted.check_and_record("hello:01KAZ2J2NV0000000000000001", 1700.0)
+    thread.close()
+    store.close()
