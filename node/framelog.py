@@ -41,6 +41,7 @@ def summarize(ftype: str, payload: Any) -> str:
 class FrameLog:
     def __init__(self, size: int = TAIL) -> None:
         self._records: deque[tuple] = deque(maxlen=size)
+        self._entries: deque[FrameLogEntry] = deque(maxlen=size)  # records put in words
         self._index = 0
 
     @property
@@ -80,25 +81,28 @@ class FrameLog:
         )
 
     def entries(self) -> tuple[FrameLogEntry, ...]:
-        out = []
-        for index, at, direction, peer, group_id, ftype, sequence, size, payload in list(
-            self._records
-        ):
-            is_event = isinstance(payload, Event)
-            out.append(
-                FrameLogEntry(
-                    index=index,
-                    at=at,
-                    direction=direction,
-                    peer_id=peer,
-                    group_id=group_id,
-                    type=ftype,
-                    sequence=sequence,
-                    size=size,
-                    summary=summarize(ftype, payload),
-                    is_error=ftype == "ERROR",
-                    event_id=payload.event_id if is_event else None,
-                    ciphertext=payload.ciphertext if is_event else None,
-                )
-            )
-        return tuple(out)
+        """The tail in words; each record is put in words once, however often asked."""
+        done = self._entries[-1].index if self._entries else 0
+        for record in list(self._records):
+            if record[0] > done:
+                self._entries.append(_entry(record))
+        return tuple(self._entries)
+
+
+def _entry(record: tuple) -> FrameLogEntry:
+    index, at, direction, peer, group_id, ftype, sequence, size, payload = record
+    is_event = isinstance(payload, Event)
+    return FrameLogEntry(
+        index=index,
+        at=at,
+        direction=direction,
+        peer_id=peer,
+        group_id=group_id,
+        type=ftype,
+        sequence=sequence,
+        size=size,
+        summary=summarize(ftype, payload),
+        is_error=ftype == "ERROR",
+        event_id=payload.event_id if is_event else None,
+        ciphertext=payload.ciphertext if is_event else None,
+    )

@@ -58,6 +58,9 @@ class FrameFilter:
         return " ".join(parts)
 
 
+TAIL_PER_TICK = 50  # lines written per tick at most; the rest is counted
+
+
 class FrameLog(RichLog):
     """Type, peer, sequence, size and summary per frame; ERROR frames stand out."""
 
@@ -68,7 +71,7 @@ class FrameLog(RichLog):
         self.decrypt: Decrypter = lambda _group, _ciphertext: None
         self.frame_filter = FrameFilter()
         self._entries: deque[FrameLogEntry] = deque(maxlen=KEEP)
-        self._pending: list[FrameLogEntry] = []
+        self._pending: deque[FrameLogEntry] = deque(maxlen=KEEP)  # while paused
         self.last_index = -1
         self.paused = False
         self.held_back = 0  # entries that match the filter but arrived while paused
@@ -98,7 +101,19 @@ class FrameLog(RichLog):
             self.held_back += len(shown)
             self._retitle()
             return
-        for entry in shown:
+        self._write_tail(shown)
+
+    def _write_tail(self, entries: list[FrameLogEntry]) -> None:
+        """Write new entries; past TAIL_PER_TICK only the newest, with a count of the rest.
+
+        Nobody reads hundreds of lines a tick, and rendering each one would take the
+        interpreter away from the node sharing this process at high frame rates.
+        """
+        if len(entries) > TAIL_PER_TICK:
+            skipped = len(entries) - TAIL_PER_TICK
+            self.write(Text(f"… {skipped} more frames (kept: pause with p to read)", "dim"))
+            entries = entries[-TAIL_PER_TICK:]
+        for entry in entries:
             self.write(self.format_entry(entry))
 
     def set_paused(self, paused: bool) -> None:
@@ -106,8 +121,7 @@ class FrameLog(RichLog):
             return
         self.paused = paused
         if not paused:
-            for entry in self._pending:
-                self.write(self.format_entry(entry))
+            self._write_tail(list(self._pending))
             self._pending.clear()
             self.held_back = 0
         self._retitle()
