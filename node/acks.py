@@ -91,14 +91,16 @@ class OutboundAcks:
     by the peer's credit window.
     """
 
-    __slots__ = ("_sent", "acked_through", "acks_read", "last_ack_at")
+    __slots__ = ("_sent", "acked_through", "acks_read", "bytes", "last_ack_at")
 
     def __init__(self) -> None:
-        # (sequence, event_id, sent_at, frame id): the frame id resolves an ERROR's `ref`
-        self._sent: deque[tuple[int, str, float, str]] = deque()
+        # (sequence, event_id, sent_at, frame id, line size): the frame id resolves an
+        # ERROR's `ref`
+        self._sent: deque[tuple[int, str, float, str, int]] = deque()
         self.acked_through = 0
         self.last_ack_at: float | None = None
         self.acks_read = 0
+        self.bytes = 0  # EVENT line bytes written and not yet acknowledged
 
     @property
     def unacked(self) -> int:
@@ -109,8 +111,11 @@ class OutboundAcks:
         """When our oldest unacknowledged EVENT was written: the ACK lag's start."""
         return self._sent[0][2] if self._sent else None
 
-    def sent(self, sequence: int, event_id: str, now: float, frame_id: str = "") -> None:
-        self._sent.append((sequence, event_id, now, frame_id))
+    def sent(
+        self, sequence: int, event_id: str, now: float, frame_id: str = "", size: int = 0
+    ) -> None:
+        self._sent.append((sequence, event_id, now, frame_id, size))
+        self.bytes += size
 
     def event_for_frame(self, frame_id: str) -> str | None:
         """The event_id of an unacknowledged EVENT frame we sent (ERRORs are rare: O(n))."""
@@ -128,5 +133,7 @@ class OutboundAcks:
         sent = self._sent
         covered: list[str] = []
         while sent and sent[0][0] <= through:
-            covered.append(sent.popleft()[1])
+            entry = sent.popleft()
+            covered.append(entry[1])
+            self.bytes -= entry[4]
         return covered

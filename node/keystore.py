@@ -384,7 +384,7 @@ class HelloAuthenticator:
             side = "ahead of" if skew > 0 else "behind"
             raise _auth(
                 f"clock skew {abs(skew):.0f} s exceeds {self.max_skew:.0f} s "
-                f"(HELLO timestamp {frame.timestamp} is {side} our clock)",
+                f"(HELLO of {hello.server_id} timestamped {frame.timestamp} is {side} our clock)",
                 ref,
             )
         if not self.replay_cache.check_and_record("hello:" + frame.id, now, REPLAY_WINDOW):

@@ -21,6 +21,7 @@ from node.config import PeerConfig
 from node.errors import ErrorCode
 from node.frames import parse_frame
 from node.ids import is_server_id
+from node.keepalive import DEAD_AFTER_INTERVALS
 from node.snapshot import BACKOFF, CONNECTING, DEAD
 from node.transport.client import FederationClient, TransportError
 
@@ -54,7 +55,7 @@ class PeerLink:
         self.node = node
         self.url = config.url
         self.groups = list(config.groups or node.config.groups)
-        self.client = FederationClient(config.url)
+        self.client = FederationClient(config.url, ssl_context=node.config.client_ssl_context())
         self.server_id: str | None = None
         self.links: dict[str, LinkState] = {g: LinkState(g) for g in self.groups}
         self._backoffs: dict[str, Backoff] = {g: Backoff() for g in self.groups}
@@ -137,6 +138,10 @@ class PeerLink:
                 link.runner = None
             if self._stopping:
                 return
+            # A stream that timed out on a dead TCP connection must not be retried on it.
+            silent = DEAD_AFTER_INTERVALS * self.node.config.ping_interval
+            if await self.client.discard_if_silent(silent):
+                self.node.log(f"{self.server_id or self.url}: connection silent, dropped")
             backoff.stream_ended(up_for)
             delay = backoff.next_delay()
             link.state = BACKOFF

@@ -577,7 +577,7 @@ class StreamSession:
                 self._reserved_events -= 1
                 self._reserved_bytes -= item.reserved
                 out.consume(size)
-                out_acks.sent(seq, item.event_id, now, item.frame_id)  # type: ignore[arg-type]
+                out_acks.sent(seq, item.event_id, now, item.frame_id, size)  # type: ignore[arg-type]
                 pieces.append(item.head)
                 pieces.append(tail)
                 if observer is not None:
@@ -908,6 +908,13 @@ class StreamSession:
     def queued_events(self) -> int:
         """EVENTs accepted by send_event and not yet handed out by data_to_send."""
         return len(self._events)
+
+    @property
+    def unacked_bytes(self) -> int:
+        """EVENT line bytes accepted by send_event and not yet acknowledged (queued here,
+        handed to the transport, or read by the peer): what the shell caps (§4.2 backs
+        pressure onto local producers; HTTP/2 libraries may not)."""
+        return self._reserved_bytes + self._out_acks.bytes
 
     @property
     def in_flight(self) -> int:

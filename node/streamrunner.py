@@ -12,6 +12,7 @@ task drains :meth:`outgoing`).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +30,15 @@ if TYPE_CHECKING:
     from node.service import Node
 
 LIVE_QUEUE_MAX = 10_000  # events kept for a peer served without an outbox (§4)
+# ... and at most this much ciphertext: a peer that stops reading must not pin every
+# event stored meanwhile (it gets what it missed through anti-entropy).
+LIVE_QUEUE_BYTES = 4 * 1024 * 1024
+# EVENT bytes sent or queued and not yet acknowledged. The pump stops here, whatever the
+# peer's CREDIT says (up to 2 GiB): hypercorn's send() does not wait while the peer's
+# HTTP/2 window is closed (an empty pop() releases the writer), so a peer that grants
+# much and reads nothing would otherwise cost all that memory. 4 MiB is the HTTP/2
+# stream window of §1, 4 × the default byte credit: never the limit for a normal peer.
+MAX_UNACKED_BYTES = 4 * 1024 * 1024
 
 
 class StreamRunner:
@@ -64,7 +74,10 @@ class StreamRunner:
         self._cursor = ""
         self._rescan = False
         self._live: deque[Event] = deque(maxlen=LIVE_QUEUE_MAX)
+        self._live_bytes = 0
         self._held: list[tuple[int, s.Outcome]] = []  # outcomes held while ACKs are paused
+        self._acked: list[str] = []  # acknowledged, not yet removed from the outbox
+        self._acked_lock = threading.Lock()
         self.acks_paused = False
         self._schedule()
 
@@ -158,7 +171,14 @@ class StreamRunner:
             if any(e.event_id <= self._cursor for e in events):
                 self._rescan = True
         else:
-            self._live.extend(events)
+            live = self._live
+            for event in events:
+                if len(live) == LIVE_QUEUE_MAX:
+                    self._live_bytes -= len(live[0].ciphertext)
+                live.append(event)
+                self._live_bytes += len(event.ciphertext)
+            while self._live_bytes > LIVE_QUEUE_BYTES and len(live) > 1:
+                self._live_bytes -= len(live.popleft().ciphertext)
         self._more.set()
 
     # ------------------------------------------------------------------ internals
@@ -176,6 +196,7 @@ class StreamRunner:
                 )
             elif kind is s.EventsAcknowledged:
                 self._acknowledged(ev.event_ids)
+                self._more.set()  # the pump may be waiting under MAX_UNACKED_BYTES
             elif kind is s.CreditAvailable:
                 self._more.set()
             elif kind is s.HandshakeComplete:
@@ -219,14 +240,35 @@ class StreamRunner:
         for e in event_ids:
             sent.discard(e)
         if self.uses_outbox and event_ids:
-            self.node.outbox_acknowledged(self.peer_id or "", self.group_id, event_ids)
+            # Coalesced: ACKs come every 32 events or 5 ms, and each removal is a commit
+            # (an fsync) on the store thread that also serves this stream's next batch.
+            # One removal takes whatever was acknowledged until it runs; the store thread
+            # runs in submission order, so a later outbox read never sees these ids.
+            with self._acked_lock:
+                first = not self._acked
+                self._acked.extend(event_ids)
+            if first:
+                self.node.store_thread.submit(self._remove_acked)
+
+    def _remove_acked(self) -> None:
+        """On the store thread: drop what the peer acknowledged from its outbox."""
+        with self._acked_lock:
+            ids, self._acked = self._acked, []
+        if not ids:
+            return
+        try:
+            self.node.store.outbox_remove(self.peer_id or "", self.group_id, ids)
+        except Exception:
+            with self._acked_lock:  # e.g. a busy database: keep them for the next removal
+                self._acked[:0] = ids
+            raise
 
     async def _pump(self) -> None:
         """Send the outbox (replay in event_id order, then new events) while credit lasts."""
         session = self.session
         try:
             while not self.finished and session.state == s.UP and not session.ended:
-                if session.credit_out_events <= 0:
+                if session.credit_out_events <= 0 or session.unacked_bytes >= MAX_UNACKED_BYTES:
                     self._more.clear()
                     await self._more.wait()
                     continue
@@ -242,21 +284,41 @@ class StreamRunner:
                     await self._more.wait()
                     continue
                 now = time.time()
-                for event in batch:
+                progressed = 0
+                for i, event in enumerate(batch):
                     try:
-                        ok = session.send_event(event, now)
+                        ok = session.unacked_bytes < MAX_UNACKED_BYTES and session.send_event(
+                            event, now
+                        )
                     except EventTooLarge as exc:
                         self.node.log(f"{self.key}: dropped {event.event_id}: {exc}")
                         self._acknowledged([event.event_id])
+                        progressed += 1
                         continue
                     if not ok:
+                        if not self.uses_outbox:
+                            self._unpop_live(batch[i:])
                         break
+                    progressed += 1
                     self._sent.add(event.event_id)
                     if self.uses_outbox and event.event_id > self._cursor:
                         self._cursor = event.event_id
                 self._changed()
+                if not progressed:  # no byte credit, or too much unacknowledged: wait
+                    self._more.clear()
+                    await self._more.wait()
         except asyncio.CancelledError:
             pass
+
+    def _unpop_live(self, events: list[Event]) -> None:
+        """Put live events that did not fit back in front, in order (a full queue drops
+        its newest, as it would have on arrival)."""
+        live = self._live
+        for event in reversed(events):
+            if len(live) == LIVE_QUEUE_MAX:
+                self._live_bytes -= len(live.pop().ciphertext)
+            live.appendleft(event)
+            self._live_bytes += len(event.ciphertext)
 
     async def _next_batch(self, room: int) -> list[Event]:
         if not self.uses_outbox:
@@ -264,6 +326,7 @@ class StreamRunner:
             live = self._live
             while live and len(out) < room:
                 out.append(live.popleft())
+            self._live_bytes -= sum(len(e.ciphertext) for e in out)
             return out
         limit = min(room, 512)
         rows = await self.node.outbox_pending(

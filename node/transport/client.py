@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import hmac
 import ssl
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -243,6 +244,7 @@ class _Connection:
         self.streams: dict[int, ClientStream] = {}
         self.closed = False
         self.goaway = False
+        self.last_read_at = time.monotonic()  # when bytes last arrived (dead-peer check)
         self.error: TransportError | None = None
         self._settings_received = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -393,6 +395,7 @@ class _Connection:
         try:
             while True:
                 data = await reader.read(_READ_SIZE)
+                self.last_read_at = time.monotonic()
                 if not data:
                     self._lost(None)
                     return
@@ -610,6 +613,23 @@ class FederationClient:
             if conn is None or not conn.usable:
                 self._conn = conn = await self._connect()
             return conn
+
+    async def discard_if_silent(self, silent_for: float) -> bool:
+        """Drop the current connection when nothing at all was read on it for
+        ``silent_for`` seconds; the next request then opens a new one.
+
+        A peer that died without a FIN or RST (power loss, a black-holed path) leaves a
+        connection TCP may never declare dead; every stream opened on it would wait out
+        its own timeout, forever. Streams ping every interval and a live peer answers at
+        once, so a connection silent for 3 × the ping interval is dead, not idle.
+        """
+        conn = self._conn
+        if conn is None or conn.closed or time.monotonic() - conn.last_read_at < silent_for:
+            return False
+        self._conn = None
+        conn.writer.transport.abort()  # a frozen peer never drains a graceful close
+        await conn.close()
+        return True
 
     async def open_stream(
         self,
