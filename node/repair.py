@@ -42,6 +42,8 @@ PERIOD = 600.0
 PERIOD_JITTER = 0.3
 ACCEPTOR_DELAY = 3.0
 SEND_CONCURRENCY = 8
+OUTBOX_POLL = 0.25  # seconds between checks of what the outbox stream still has to deliver
+OUTBOX_PATIENCE = 5.0  # seconds without progress of that stream before repair sends itself
 FRAME_MEDIA = 'application/x-ndjson; profile="_taps.v1.frames"'
 
 
@@ -98,7 +100,9 @@ class Repair:
         self.client = client
         self.peer_id = peer_id
         self.group_id = group_id
-        self.planner = ae.RepairPlanner(_StoreSource(node), group_id, peer_id)
+        self.planner = ae.RepairPlanner(
+            _StoreSource(node), group_id, peer_id, **node.repairs.planner_options
+        )
         self.error: str | None = None
 
     async def run(self) -> None:
@@ -192,6 +196,8 @@ class Repair:
         )
         if response.status != 200:
             raise TransportError(self.client.base_url, f"checkpoint answered {response.status}")
+        # Bytes moved both ways: the request lists every id we hold in its ranges.
+        nbytes = len(body) + len(response.body)
         events = []
         payload: object = None
         for line in response.body.split(b"\n"):
@@ -208,7 +214,7 @@ class Repair:
                 )
         if payload is None:
             raise TransportError(self.client.base_url, "checkpoint response has no CHECKPOINT")
-        return events, payload, len(response.body)
+        return events, payload, nbytes
 
     async def _store(self, events: list) -> None:
         if not events:
@@ -224,9 +230,43 @@ class Repair:
                 f"({rejected[0].code}: {rejected[0].message})"
             )
 
+    def _outbox_streaming(self) -> bool:
+        """Is a live stream to the peer draining its outbox for this group?"""
+        return any(
+            r.uses_outbox
+            and not r.finished
+            and r.peer_id == self.peer_id
+            and r.group_id == self.group_id
+            for r in self.node.runners
+        )
+
     async def _send(self, event_ids: tuple[str, ...]) -> int:
+        """Send ``want`` (§5.4: on the stream or by send). Ids still queued in the peer's
+        outbox are left to the stream that drains it, and waited for: sending them by
+        ``send`` as well would move a reconnect's whole backlog twice, one request each."""
         node = self.node
-        rows = await node.store_thread.run(node.store.get_events, self.group_id, list(event_ids))
+        store, thread = node.store, node.store_thread
+        ids = list(event_ids)
+        queued: set[str] = set()
+        if self._outbox_streaming():
+            queued = await thread.run(store.outbox_holds, self.peer_id, self.group_id, ids)
+        sent = await self._send_now([e for e in ids if e not in queued])
+        stuck_since = time.monotonic()
+        while queued and self._outbox_streaming():
+            if time.monotonic() - stuck_since > OUTBOX_PATIENCE:
+                break  # a stalled stream (or ACKs held back): send the rest ourselves
+            await asyncio.sleep(OUTBOX_POLL)
+            left = await thread.run(store.outbox_holds, self.peer_id, self.group_id, queued)
+            if len(left) < len(queued):
+                stuck_since = time.monotonic()
+            queued = left
+        return sent + await self._send_now(sorted(queued))
+
+    async def _send_now(self, event_ids: list[str]) -> int:
+        if not event_ids:
+            return 0
+        node = self.node
+        rows = await node.store_thread.run(node.store.get_events, self.group_id, event_ids)
         limit = asyncio.Semaphore(SEND_CONCURRENCY)
         path = group_path(self.group_id, "send")
         sent = 0
@@ -239,7 +279,7 @@ class Repair:
                 response = await self.client.request(
                     "POST", path, headers=self._headers("POST", path, body, True), body=body
                 )
-            sent += len(body)
+            sent += len(body) + len(response.body)
             if response.status not in (200, 409):
                 raise TransportError(self.client.base_url, f"send answered {response.status}")
 
@@ -252,6 +292,10 @@ class RepairManager:
         self.node = node
         self.signer = RequestSigner(node)
         self._last: dict[tuple[str, str], RepairSnapshot] = {}
+        self._last_stats: dict[tuple[str, str], ae.RepairStats] = {}
+        # Keyword arguments of every RepairPlanner (tuning: buckets, checkpoint_threshold,
+        # descent_levels…); benchmarks compare settings through it.
+        self.planner_options: dict[str, object] = {}
         self._running: dict[tuple[str, str], Repair] = {}
         self._tasks: set[asyncio.Task] = set()
         self._periodic: dict[tuple[str, str], asyncio.TimerHandle] = {}
@@ -313,7 +357,9 @@ class RepairManager:
             url = doc.get("url") if doc else ""
             if not url:
                 return None
-            client = self._clients[peer_id] = FederationClient(url)
+            client = self._clients[peer_id] = FederationClient(
+                url, ssl_context=node.config.client_ssl_context()
+            )
         return client
 
     async def _run(self, key: tuple[str, str], repair: Repair) -> None:
@@ -330,11 +376,12 @@ class RepairManager:
             if repair.error and snap.state != DIGEST_FAILED:
                 snap = _with(snap, state=DIGEST_FAILED, error=repair.error)
             self._last[key] = snap
-            st = repair.planner.stats
+            st = self._last_stats[key] = repair.planner.stats
             self.node.log(
                 f"repair {peer} {group}: {snap.state}"
                 + (f" ({snap.error})" if snap.error else "")
-                + f", {st.round_trips} round trips, {st.events_fetched} fetched, "
+                + f", {st.round_trips} round trips in {st.rounds} rounds, "
+                f"{st.events_fetched} fetched, "
                 f"{st.events_sent} sent, {st.bytes} B"
             )
             self._schedule_next(key)
@@ -377,6 +424,10 @@ class RepairManager:
             return DIGEST_REPAIRING
         last = self._last.get(key)
         return last.state if last is not None else DIGEST_UNKNOWN
+
+    def last_stats(self, peer_id: str, group_id: str) -> ae.RepairStats | None:
+        """The planner's full statistics of the last finished repair (benchmarks, tests)."""
+        return self._last_stats.get((peer_id, group_id))
 
     def running(self, peer_id: str, group_id: str) -> bool:
         return (peer_id, group_id) in self._running

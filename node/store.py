@@ -585,10 +585,11 @@ class Store:
 
     def confirm_events(self, group_id: str, event_ids: Iterable[str]) -> None:
         """Clear the provisional mark of events whose key has been confirmed."""
-        self._db.executemany(
-            "UPDATE events SET provisional = 0 WHERE group_id = ? AND event_id = ?",
-            [(group_id, e) for e in event_ids],
-        )
+        with self.transaction():  # one commit, not one per row
+            self._db.executemany(
+                "UPDATE events SET provisional = 0 WHERE group_id = ? AND event_id = ?",
+                [(group_id, e) for e in event_ids],
+            )
 
     def count(self, group_id: str) -> int:
         index = self._groups.get(group_id)
@@ -759,14 +760,31 @@ class Store:
         return [_from_row(r) for r in rows]
 
     def outbox_remove(self, peer_id: str, group_id: str, event_ids: Iterable[str]) -> int:
-        cur = self._db.executemany(
-            "DELETE FROM outbox WHERE peer_id = ? AND group_id = ? AND event_id = ?",
-            [(peer_id, group_id, e) for e in event_ids],
-        )
+        # One transaction: outside one, executemany commits (and fsyncs) once per row.
+        with self.transaction():
+            cur = self._db.executemany(
+                "DELETE FROM outbox WHERE peer_id = ? AND group_id = ? AND event_id = ?",
+                [(peer_id, group_id, e) for e in event_ids],
+            )
         removed = max(cur.rowcount, 0)
         if removed:
             self._bump_outbox(peer_id, group_id, -removed)
         return removed
+
+    def outbox_holds(self, peer_id: str, group_id: str, event_ids: Iterable[str]) -> set[str]:
+        """The ids among ``event_ids`` still queued for ``peer_id`` (not yet acknowledged)."""
+        ids = list(event_ids)
+        held: set[str] = set()
+        for start in range(0, len(ids), _SQL_CHUNK):
+            chunk = ids[start : start + _SQL_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT event_id FROM outbox WHERE peer_id = ? AND group_id = ? "
+                f"AND event_id IN ({marks})",
+                (peer_id, group_id, *chunk),
+            )
+            held.update(r[0] for r in rows)
+        return held
 
     def outbox_count(self, peer_id: str, group_id: str) -> int:
         return self._outbox_counts.get((peer_id, group_id), 0)

@@ -8,6 +8,11 @@ without locks.
 
 Group commit falls out of the queue: while one batch is being verified and committed,
 new EVENTs from every stream pile up, and the next batch takes them all at once.
+
+Verification has its own small pool (one thread per core, at most four): a batch is cut
+into chunks whose cheap checks and Ed25519 verification run there in parallel, and the
+next batch is verified while the previous one commits. That is what lets one stream use
+both cores of a small machine; the store itself stays on its one thread.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from node.errors import ErrorCode
 from node.frames import Event
-from node.ingest import REJECTED, STORED, Ingest, Outcome
+from node.ingest import REJECTED, STORED, Batch, Ingest, Outcome, check_signatures
 
 T = TypeVar("T")
 
@@ -36,6 +42,8 @@ class KeySource(Protocol):
 
 
 MAX_BATCH = 2048
+MIN_CHUNK = 32  # events per verification job: below this, a thread hop costs more than it saves
+VERIFY_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 OutcomeCallback = Callable[[Outcome], None]
 
@@ -83,6 +91,11 @@ class IngestQueue:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._key_waits: set[asyncio.Task] = set()
+        self._in_flight = 0  # taken from _pending, not yet committed
+        self._workers = VERIFY_WORKERS
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=VERIFY_WORKERS, thread_name_prefix="tapsim-verify"
+        )
         self.batches = 0
         self.events = 0
 
@@ -96,10 +109,12 @@ class IngestQueue:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def backlog(self) -> int:
-        return len(self._pending)
+        """Events queued or being verified/committed."""
+        return len(self._pending) + self._in_flight
 
     def submit(self, group_id: str, event: Event, hop: str, callback: OutcomeCallback) -> None:
         """Queue one event; ``callback(outcome)`` runs on the loop once it is durable.
@@ -131,48 +146,105 @@ class IngestQueue:
         return await future
 
     async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
+        """Take batches; verify each on the pool while the previous one commits.
+
+        Two stages, each one batch deep: the signatures of batch k+1 are checked on the
+        verification pool (both cores: pynacl releases the GIL) while batch k commits on
+        the store thread (its fsync releases the GIL too). Commits and their callbacks stay
+        in arrival order, and nothing is acknowledged before its commit has returned.
+        """
+        committing: asyncio.Task | None = None
+        try:
+            while True:
+                if not self._pending:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
                 batch = self._pending[:MAX_BATCH]
                 del self._pending[:MAX_BATCH]
+                self._in_flight += len(batch)
                 by_group: dict[str, list[tuple[Event, str]]] = {}
                 for group_id, event, hop, _ in batch:
                     by_group.setdefault(group_id, []).append((event, hop))
-                relays = {g: self._relay_peers(g) for g in by_group}
                 try:
-                    results = await self._thread.run(self._commit, by_group, relays)
-                except Exception as exc:  # a store failure: nothing of it is acknowledged
-                    message = f"store failure: {exc}"
-                    for _, event, _, callback in batch:
-                        failed = Outcome(REJECTED, event.event_id, ErrorCode.INTERNAL, message)
-                        _safe(callback, failed)
-                    continue
-                self.batches += 1
-                self.events += len(batch)
-                positions = dict.fromkeys(by_group, 0)
-                stored: dict[tuple[str, str], list[Event]] = {}
-                for group_id, event, hop, callback in batch:
-                    i = positions[group_id]
-                    positions[group_id] = i + 1
-                    outcome = results[group_id][i]
-                    if outcome.status == STORED:
-                        stored.setdefault((group_id, hop), []).append(event)
-                    _safe(callback, outcome)
-                for (group_id, hop), events in stored.items():
-                    self._on_stored(group_id, events, hop)
+                    prepared = await self._verify(by_group)
+                except Exception as exc:  # a bug in the checks: reject, never acknowledge
+                    prepared = exc
+                if committing is not None:
+                    await committing  # keep commits (and their ACKs) in order
+                committing = asyncio.ensure_future(self._commit_and_report(batch, prepared))
+        finally:
+            if committing is not None and not committing.done():
+                with contextlib.suppress(BaseException):
+                    await committing
+
+    async def _verify(self, by_group: dict[str, list[tuple[Event, str]]]) -> list[Batch]:
+        """Cheap checks and Ed25519 verification of one batch, in chunks on the pool."""
+        loop = asyncio.get_running_loop()
+        ingest = self.ingest
+        jobs = []
+        for group_id, items in by_group.items():
+            n = len(items)
+            parts = min(self._workers, max(1, n // MIN_CHUNK))
+            step = -(-n // parts)
+            for i in range(0, n, step):
+                chunk = items[i : i + step]
+                jobs.append(
+                    loop.run_in_executor(self._pool, _prepare_and_verify, ingest, group_id, chunk)
+                )
+        return list(await asyncio.gather(*jobs))
+
+    async def _commit_and_report(
+        self,
+        batch: list[tuple[str, Event, str, OutcomeCallback]],
+        prepared: list[Batch] | Exception,
+    ) -> None:
+        try:
+            if isinstance(prepared, Exception):
+                raise prepared
+            relays = {b.group_id: self._relay_peers(b.group_id) for b in prepared}
+            results = await self._thread.run(self._commit, prepared, relays)
+        except Exception as exc:  # a store failure: nothing of it is acknowledged
+            self._in_flight -= len(batch)
+            message = f"store failure: {exc}"
+            for _, event, _, callback in batch:
+                failed = Outcome(REJECTED, event.event_id, ErrorCode.INTERNAL, message)
+                _safe(callback, failed)
+            return
+        self._in_flight -= len(batch)
+        self.batches += 1
+        self.events += len(batch)
+        positions = dict.fromkeys(results, 0)
+        stored: dict[tuple[str, str], list[Event]] = {}
+        for group_id, event, hop, callback in batch:
+            i = positions[group_id]
+            positions[group_id] = i + 1
+            outcome = results[group_id][i]
+            if outcome.status == STORED:
+                stored.setdefault((group_id, hop), []).append(event)
+            _safe(callback, outcome)
+        for (group_id, hop), events in stored.items():
+            self._on_stored(group_id, events, hop)
 
     def _commit(
-        self, by_group: dict[str, list[tuple[Event, str]]], relays: dict[str, list[str]]
+        self, prepared: list[Batch], relays: dict[str, list[str]]
     ) -> dict[str, list[Outcome]]:
+        """On the store thread: every chunk of the batch in one transaction (one fsync)."""
         now = time.time()
-        store = self.ingest.store
-        with store.transaction():
-            return {
-                g: self.ingest.process(g, items, relays[g], now=now)
-                for g, items in by_group.items()
-            }
+        ingest = self.ingest
+        out: dict[str, list[Outcome]] = {}
+        with ingest.store.transaction():
+            for b in prepared:
+                out.setdefault(b.group_id, []).extend(ingest.commit(b, relays[b.group_id], now=now))
+        return out
+
+
+def _prepare_and_verify(ingest: Ingest, group_id: str, items: list[tuple[Event, str]]) -> Batch:
+    """On a pool thread: §4.3 checks up to the signature. ``prepare`` reads only the store's
+    in-memory indexes (no SQL), and ``commit`` re-checks duplicates on the store thread."""
+    batch = ingest.prepare(group_id, items)
+    batch.verified = check_signatures(batch.candidates)
+    return batch
 
 
 def _safe(callback: OutcomeCallback, outcome: Outcome) -> None:
