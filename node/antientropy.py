@@ -45,6 +45,7 @@ cannot loop.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -170,8 +171,10 @@ class RepairStats:
     started_at: float
     finished_at: float | None = None
     round_trips: int = 0  # requests answered (each is one HTTP exchange)
+    rounds: int = 0  # longest chain of dependent requests: the latency in round trips
     digests: int = 0
     checkpoints: int = 0  # CHECKPOINT requests, pages included
+    pages: int = 0  # of which continuation pages (`after` a previous page's `next`)
     sends: int = 0
     passes: int = 0
     ranges_compared: int = 0
@@ -270,6 +273,7 @@ class RepairPlanner:
         max_depth: int = 24,
         max_requests: int = 10000,
         tail_checkpoint_ids: int = 1024,
+        descent_levels: int | None = None,
     ) -> None:
         if not 2 <= buckets <= 256:
             raise ValueError("buckets must be 2–256 for a descent to make progress")
@@ -287,6 +291,7 @@ class RepairPlanner:
         self.max_depth = max_depth
         self.max_requests = max_requests
         self.tail_checkpoint_ids = min(tail_checkpoint_ids, self.max_ids)
+        self.descent_levels = descent_levels
         self.stats = RepairStats(started_at=0.0)
         self.state = DIGEST_UNKNOWN
         self.finished = False
@@ -300,6 +305,10 @@ class RepairPlanner:
         self._fetched_once: set[str] = set()
         self._changed = False  # this pass moved events
         self._issued = 0
+        # Round of each request in flight (1 = issued by start) and of the answer being
+        # handled: what an answer leads to is one round later.
+        self._round_of: dict[Request, int] = {}
+        self._round = 0
 
     # ----------------------------------------------------------------- driving
 
@@ -372,6 +381,7 @@ class RepairPlanner:
             assert resp.next is not None
             page = SendCheckpoint(req.page_after(resp.next))
             self._chains[page] = chain
+            self.stats.pages += 1
             return self._issue([page], now) + self._advance(now)
         self._close_chain(chain, resp.ranges)
         return self._advance(now)
@@ -423,6 +433,7 @@ class RepairPlanner:
         if self.finished or action not in self._outstanding:
             return False  # late answer after the end, or not ours: ignore
         self._outstanding.discard(action)
+        self._round = self._round_of.pop(action, self._round)
         self.stats.round_trips += 1
         self.stats.bytes += nbytes
         return True
@@ -432,6 +443,11 @@ class RepairPlanner:
         if self._issued > self.max_requests:
             return self._fail(f"request budget of {self.max_requests} exhausted", now)
         self._outstanding.update(actions)
+        nxt = self._round + 1
+        for a in actions:
+            self._round_of[a] = nxt
+        if actions and nxt > self.stats.rounds:
+            self.stats.rounds = nxt
         return list(actions)
 
     def _next_pass(self, now: float) -> list[Action]:
@@ -494,11 +510,27 @@ class RepairPlanner:
             if ours <= self.threshold or b.count <= self.threshold or depth >= self.max_depth:
                 self._pending.append((b.lo, b.hi))
             else:
-                sub = FetchDigest(b.lo, b.hi, self.buckets)
+                sub = FetchDigest(b.lo, b.hi, self._sub_buckets(max(ours, b.count), depth + 1))
                 self._depth[sub] = depth + 1
                 digests.append(sub)
         if digests:
             out.extend(self._issue(digests, now))
+
+    def _sub_buckets(self, size: int, depth: int) -> int:
+        """Buckets for a digest at ``depth`` (1 = just below the top) of a range of ``size``.
+
+        Without ``descent_levels`` every digest has ``buckets``. With it, the ranges
+        below the top are cut so they reach the checkpoint threshold in that many levels:
+        ``(size / threshold) ** (1 / levels left)`` buckets each. A digest's bytes are
+        about linear in its buckets while the narrowing is only logarithmic, so several
+        narrow levels locate one difference with fewer bytes than two wide ones, at the
+        price of more sequential rounds (one per level).
+        """
+        if self.descent_levels is None:
+            return self.buckets
+        left = max(1, self.descent_levels - depth + 1)
+        want = math.ceil((size / self.threshold) ** (1 / left))
+        return max(2, min(self.buckets, want))
 
     def _check_events(
         self,
@@ -566,6 +598,7 @@ class RepairPlanner:
         """Move to the next phase once nothing is in flight."""
         if self.finished or self._outstanding:
             return []
+        self._round = self.stats.rounds  # a barrier: the next phase follows the slowest chain
         if self._pending:
             return self._issue(self._checkpoint_requests(), now)
         if self._suspects:
