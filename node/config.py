@@ -6,8 +6,10 @@ node, the dashboard and the demo all reject bad input with the same words.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -37,6 +39,9 @@ class NodeConfig:
     peers: list[PeerConfig] = field(default_factory=list)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # PEM certificates trusted, besides the system's CAs, when we connect to https://
+    # peers: how a federation of self-signed certificates is verified, not skipped.
+    tls_ca: Path | None = None
     closed: bool = False
     ping_interval: float = 30.0
     initial_credit_events: int = 256
@@ -51,6 +56,22 @@ class NodeConfig:
     @property
     def supported_groups(self) -> list[str]:
         return list(self.groups) if self.groups else ["*"]
+
+    def client_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of every outgoing connection (peers, repair, key fetches);
+        None means the client's default (system CAs only)."""
+        return _client_ssl_context(str(self.tls_ca)) if self.tls_ca else None
+
+
+@functools.lru_cache(maxsize=8)
+def _client_ssl_context(cafile: str) -> ssl.SSLContext:
+    # One context per CA file, shared by all clients: loading the system store is slow.
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    try:
+        context.load_verify_locations(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--tls-ca {cafile}: not a PEM certificate file ({exc})") from None
+    return context
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -95,9 +116,7 @@ def parse_peer_url(value: str) -> str:
 
 def check_server_id(value: str) -> str:
     if not is_server_id(value):
-        raise ConfigError(
-            f"bad server id {value!r}: 1–64 characters from A-Z a-z 0-9 . _ -"
-        )
+        raise ConfigError(f"bad server id {value!r}: 1–64 characters from A-Z a-z 0-9 . _ -")
     return value
 
 

@@ -58,7 +58,11 @@ class KeyFetcher:
         return doc.get("url") or None if doc else None
 
     async def _get_json(self, base_url: str, path: str) -> dict | None:
-        client = FederationClient(base_url, connect_timeout=FETCH_TIMEOUT)
+        client = FederationClient(
+            base_url,
+            ssl_context=self.node.config.client_ssl_context(),
+            connect_timeout=FETCH_TIMEOUT,
+        )
         try:
             async with asyncio.timeout(FETCH_TIMEOUT):
                 response = await client.request("GET", path)

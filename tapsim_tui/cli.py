@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from node.config import (
     ConfigError,
@@ -62,6 +63,13 @@ def _add_node_options(p: argparse.ArgumentParser, *, headless: bool) -> None:
     p.add_argument("--tls-cert", metavar="FILE", type=Path, help="TLS certificate (PEM)")
     p.add_argument("--tls-key", metavar="FILE", type=Path, help="TLS private key (PEM)")
     p.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        type=Path,
+        help="extra CA certificates (PEM) to trust for https:// peers, besides the system's "
+        "(e.g. a peer's self-signed certificate)",
+    )
+    p.add_argument(
         "--closed",
         action="store_true",
         help="accept only servers in the peer list (closed federation)",
@@ -82,8 +90,15 @@ def _add_node_options(p: argparse.ArgumentParser, *, headless: bool) -> None:
         )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line errors the rest of the CLI gives (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="A terminal dashboard that runs a TapsIM federation node and shows "
         "what the federation is doing, live.",
@@ -143,11 +158,12 @@ def node_config_from_args(args: argparse.Namespace, defaults: dict | None = None
     key = args.tls_key or defaults.get("tls_key")
     if bool(cert) != bool(key):
         raise ConfigError("--tls-cert and --tls-key go together")
-    for label, path in (("--tls-cert", cert), ("--tls-key", key)):
+    ca = args.tls_ca or defaults.get("tls_ca")
+    for label, path in (("--tls-cert", cert), ("--tls-key", key), ("--tls-ca", ca)):
         if path and not Path(path).is_file():
             raise ConfigError(f"{label}: no such file: {path}")
     data_dir = args.data_dir or (Path(defaults["data_dir"]) if "data_dir" in defaults else None)
-    return NodeConfig(
+    config = NodeConfig(
         server_id=server_id,
         data_dir=Path(data_dir) if data_dir else _default_data_dir() / server_id,
         listen_host=host,
@@ -156,9 +172,12 @@ def node_config_from_args(args: argparse.Namespace, defaults: dict | None = None
         peers=peers,
         tls_cert=Path(cert) if cert else None,
         tls_key=Path(key) if key else None,
+        tls_ca=Path(ca) if ca else None,
         closed=bool(args.closed or defaults.get("closed", False)),
         ping_interval=ping,
     )
+    config.client_ssl_context()  # a bad --tls-ca fails here, in one line
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,9 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "node":
+            config = node_config_from_args(args)  # bad input fails before the slow imports
             from tapsim_tui.headless import run_headless
 
-            return run_headless(node_config_from_args(args))
+            return run_headless(config)
         if args.command == "demo":
             if not 2 <= args.nodes <= 6:
                 raise ConfigError("--nodes must be between 2 and 6")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import sys
 
 from node.config import NodeConfig
@@ -21,12 +22,23 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _quiet_cancellation(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """Python 3.11's ``start_server`` callback reports a connection task that was
+    cancelled (hypercorn cancels lingering connections at shutdown) as an "Exception in
+    callback" traceback; 3.12 checks ``task.cancelled()`` first. A cancellation is not
+    an error, so it is not printed; everything else goes to the default handler."""
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
+
+
 async def serve(config: NodeConfig) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_quiet_cancellation)
     node = Node(config, on_log=_say)
     await node.start()
     _say(f"listening on {node.urls[0]}")
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     try:
@@ -44,6 +56,11 @@ def run_headless(config: NodeConfig) -> int:
         return 1
     except IdentityError as exc:
         print(f"tapsim: error: {exc}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:
+        # A directory or a foreign file where the event store should be.
+        store = config.data_dir / "events.sqlite3"
+        print(f"tapsim: error: cannot open the event store {store}: {exc}", file=sys.stderr)
         return 1
     except PermissionError as exc:
         print(f"tapsim: error: cannot use {exc.filename}: permission denied", file=sys.stderr)
