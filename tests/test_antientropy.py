@@ -36,6 +36,7 @@ from node.digest import parse_digest_query
 from node.eventset import EventRecord, EventSet, MemorySource
 from node.ids import CROCKFORD, is_ulid
 from node.snapshot import DIGEST_EQUAL, DIGEST_EQUIVOCATION, DIGEST_FAILED
+from tests.diffsets import split_sides
 
 G = "g!test"
 PEER = "server-bob"
@@ -65,24 +66,7 @@ def universe(n: int, seed: int = 1) -> list[EventRecord]:
 
 def split(n: int, d: int, kind: str, seed: int = 1) -> tuple[list, list]:
     """Two sides sharing n events, each holding d events the other lacks."""
-    events = universe(n + 2 * d, seed)
-    rng = random.Random(seed * 7 + d)
-    if kind == "tails":  # each side missed the newest events of one author
-        tail = events[-6 * d :] if d else []
-        a_only = [e for e in tail if e.author == AUTHORS[0]][-d:] if d else []
-        b_only = [e for e in tail if e.author == AUTHORS[1]][-d:] if d else []
-    elif kind == "holes":  # a contiguous block missing in the middle of each side
-        p, q = len(events) // 3, 2 * len(events) // 3
-        a_only, b_only = events[p : p + d], events[q : q + d]
-    else:
-        picks = rng.sample(range(len(events)), 2 * d)
-        a_only = [events[i] for i in picks[:d]]
-        b_only = [events[i] for i in picks[d:]]
-    a_skip = {e.event_id for e in b_only}
-    b_skip = {e.event_id for e in a_only}
-    a = [e for e in events if e.event_id not in a_skip]
-    b = [e for e in events if e.event_id not in b_skip]
-    return a, b
+    return split_sides(universe(n + 2 * d, seed), d, kind, random.Random(seed * 7 + d), AUTHORS)
 
 
 def store(s: EventSet, ev: EventRecord, lower_hash_rule: bool = True) -> None:

@@ -10,19 +10,16 @@ made with the openssl CLI (the `cryptography` package is not installed in this v
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
-from types import SimpleNamespace
 
 import orjson
 import pytest
 
 from node.transport import FederationClient
+from tests.certs import OPENSSL, make_self_signed
 from tests.nodes import start_node, streams_up, summary, wait_until
 from tests.test_cli import NodeProcess
 
-OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="openssl CLI is not installed")
 G = "g!test"
 P = "/_taps/federation"
@@ -30,17 +27,7 @@ P = "/_taps/federation"
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
-            "-subj", "/CN=tapsim-node-test", "-addext", "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return SimpleNamespace(cert=cert, key=key)
+    return make_self_signed(tmp_path_factory.mktemp("tls"), "tapsim-node-test")
 
 
 def tls(cert, *, trust: bool = True) -> dict:

@@ -37,6 +37,7 @@ from node.snapshot import (
 )
 from node.store import StoredEvent
 from node.transport import FederationApp, start_server
+from tests.diffsets import split_sides
 from tests.nodes import start_node, streams_up, wait_until
 
 G = "g!test"
@@ -89,24 +90,7 @@ def sign_universe(n: int, seed: int = 1) -> list[Signed]:
 
 def split(events: list[Signed], n: int, d: int, kind: str) -> tuple[list[Signed], list[Signed]]:
     """Two sides sharing about n events, each holding d events the other lacks."""
-    events = events[: n + 2 * d]
-    rng = random.Random(1000 + d)
-    if kind == "tails":  # each side missed the newest d events of one author
-        tail = events[-6 * d :]
-        a_only = [e for e in tail if e.author == AUTHORS[0]][-d:]
-        b_only = [e for e in tail if e.author == AUTHORS[1]][-d:]
-    elif kind == "holes":  # a contiguous block missing in the middle of each side
-        p, q = len(events) // 3, 2 * len(events) // 3
-        a_only, b_only = events[p : p + d], events[q : q + d]
-    else:
-        picks = rng.sample(range(len(events)), 2 * d)
-        a_only = [events[i] for i in picks[:d]]
-        b_only = [events[i] for i in picks[d:]]
-    a_skip = {e.event_id for e in b_only}
-    b_skip = {e.event_id for e in a_only}
-    return [e for e in events if e.event_id not in a_skip], [
-        e for e in events if e.event_id not in b_skip
-    ]
+    return split_sides(events[: n + 2 * d], d, kind, random.Random(1000 + d), AUTHORS)
 
 
 def event_line_bytes(s: Signed) -> int:

@@ -7,11 +7,7 @@ package is not installed in this venv).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import shutil
 import ssl
-import subprocess
-from types import SimpleNamespace
 
 import pytest
 
@@ -23,26 +19,15 @@ from node.transport import (
     start_server,
 )
 from node.transport.echo import EchoHandler
+from tests.certs import OPENSSL, make_self_signed
 
-OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="openssl CLI is not installed")
 WAIT = 20.0
 
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
-            "-subj", "/CN=tapsim-test", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    der = ssl.PEM_cert_to_DER_cert(cert.read_text())
-    return SimpleNamespace(cert=str(cert), key=str(key), sha256=hashlib.sha256(der).hexdigest())
+    return make_self_signed(tmp_path_factory.mktemp("tls"), "tapsim-test")
 
 
 @pytest.fixture
