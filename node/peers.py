@@ -56,7 +56,7 @@ class PeerLink:
         self.url = config.url
         self.groups = list(config.groups or node.config.groups)
         self.client = FederationClient(config.url, ssl_context=node.config.client_ssl_context())
-        self.server_id: str | None = None
+        self.server_id: str | None = node.peer_ids.get(config.url)  # known from a past run
         self.links: dict[str, LinkState] = {g: LinkState(g) for g in self.groups}
         self._backoffs: dict[str, Backoff] = {g: Backoff() for g in self.groups}
         self._wake: dict[str, asyncio.Event] = {g: asyncio.Event() for g in self.groups}
@@ -157,7 +157,8 @@ class PeerLink:
 
     async def _one_stream(self, group: str, link: LinkState) -> float:
         """Run one stream to its end; returns how long it was up."""
-        peer_id = self.server_id or await self.learn_server_id()
+        # Ask every time: the id known from a past run may have changed at that URL.
+        peer_id = await self.learn_server_id()
         stream = await self.client.open_stream(
             stream_path(group), [("content-type", FRAME_MEDIA), ("accept", FRAME_MEDIA)]
         )

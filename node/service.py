@@ -139,6 +139,12 @@ class Node:
             ),
         )
         self.keystore.load(await self.store_thread.run(self.store.load_pins))
+        known = await self.store_thread.run(self.store.load_peer_ids)
+        configured = {p.url for p in self.peer_configs}
+        for url, server_id in known.items():
+            if url in configured:
+                self.peer_ids[url] = server_id
+                self.keystore.allow(server_id)
         self.replay = DurableReplayCache(self.store, self.store_thread)
         self.replay.load(
             await self.store_thread.run(self.store.replay_entries, time.time() - REPLAY_WINDOW)
@@ -220,6 +226,10 @@ class Node:
         return out
 
     def peer_learned(self, url: str, server_id: str) -> None:
+        """A configured peer's server id, from its caps: from now on (and after a restart,
+        before it is reachable again) the events we store are queued in its outbox."""
+        if self.peer_ids.get(url) != server_id:
+            self.store_thread.submit(self.store.save_peer_id, url, server_id)
         self.peer_ids[url] = server_id
         self.keystore.allow(server_id)
 

@@ -85,6 +85,10 @@ CREATE TABLE IF NOT EXISTS equivocators (
     author   TEXT NOT NULL,
     PRIMARY KEY (group_id, author)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS peer_ids (
+    url       TEXT PRIMARY KEY,
+    server_id TEXT NOT NULL
+);
 """
 
 _COLUMNS = (
@@ -803,6 +807,17 @@ class Store:
     def load_pins(self) -> list[tuple[dict, str]]:
         rows = self._db.execute("SELECT doc, source FROM pins ORDER BY server_id")
         return [(orjson.loads(doc), source) for doc, source in rows]
+
+    # ------------------------------------------------------------------ peers
+
+    def save_peer_id(self, url: str, server_id: str) -> None:
+        """Remember which server answers at a configured peer URL (learnt from its caps)."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO peer_ids (url, server_id) VALUES (?, ?)", (url, server_id)
+        )
+
+    def load_peer_ids(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT url, server_id FROM peer_ids"))
 
     # ------------------------------------------------------------------ replay cache
 

@@ -99,3 +99,20 @@ async def test_repair_after_handshake_fetches_history(tmp_path):
     finally:
         await bob.stop()
         await alice.stop()
+
+
+async def test_outbox_fills_after_a_restart_while_the_peer_is_away(tmp_path):
+    alice = await start_node(tmp_path, "alice")
+    bob = await start_node(tmp_path, "bob", peers=[alice.url])
+    await wait_until(lambda: streams_up(bob, "alice"), what="up")
+    url = alice.url
+    await alice.stop()
+    await bob.stop()
+    # bob restarts while alice is away: he still knows who answers at her URL.
+    bob = await start_node(tmp_path, "bob", peers=[url])
+    try:
+        for i in range(5):
+            await bob.publish("g!test", b"while alice is away %d" % i)
+        assert bob.store.outbox_count("alice", "g!test") == 5
+    finally:
+        await bob.stop()
