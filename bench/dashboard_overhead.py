@@ -44,10 +44,13 @@ from common import (
 from node.config import NodeConfig
 from node.frames import Event
 from tapsim_tui.app import TapsimApp
+from tapsim_tui.nodeprocess import NodeProcess as ChildNode
 from tapsim_tui.runtime import NodeThread
 
+RUNTIME = "process"  # set by --runtime: how the dashboard runs its node
 
-def start_receiver(tmp: Path, with_ui: bool) -> NodeThread:
+
+def start_receiver(tmp: Path, with_ui: bool) -> NodeThread | ChildNode:
     config = NodeConfig(
         server_id="bench-b",
         data_dir=tmp / "b",
@@ -55,12 +58,15 @@ def start_receiver(tmp: Path, with_ui: bool) -> NodeThread:
         listen_port=0,
         groups=(GROUP,),
     )
-    handle = NodeThread(config, record_frames=with_ui)
+    runtime = ChildNode if RUNTIME == "process" else NodeThread
+    handle = runtime(config, record_frames=with_ui)
     handle.start()
     return handle
 
 
-def stored(handle: NodeThread) -> int:
+def stored(handle: NodeThread | ChildNode) -> int:
+    if isinstance(handle, ChildNode):  # from the snapshots it pushes (10 Hz)
+        return handle.snapshot().counters.get("events_stored", 0)
     node = handle._node  # a plain int read across threads; no snapshot is built for it
     return node.counters["events_stored"] if node is not None else 0
 
@@ -130,7 +136,15 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=30000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--idle-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--runtime",
+        choices=("process", "thread"),
+        default="process",
+        help="the node in a child process (what tapsim runs) or in a thread of the UI",
+    )
     args = parser.parse_args()
+    global RUNTIME
+    RUNTIME = args.runtime
 
     events = presign("bench-a", args.events)
     without, with_ui = [], []
@@ -171,7 +185,12 @@ async def main() -> None:
     )
     append_result(
         "dashboard_overhead",
-        {"events": args.events, "runs": args.runs, "idle_seconds": args.idle_seconds},
+        {
+            "events": args.events,
+            "runs": args.runs,
+            "idle_seconds": args.idle_seconds,
+            "runtime": args.runtime,
+        },
         {"median": res, "runs": {"without": without, "with": with_ui}},
     )
 

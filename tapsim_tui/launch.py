@@ -12,6 +12,7 @@ import itertools
 import random
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -21,7 +22,8 @@ from pathlib import Path
 from node.commands import PublishEvent
 from node.config import ConfigError, NodeConfig, PeerConfig
 from tapsim_tui.e2e import GroupCipher
-from tapsim_tui.runtime import NodeStartError, NodeThread
+from tapsim_tui.nodeprocess import NodeProcess
+from tapsim_tui.runtime import NodeStartError
 
 DEMO_GROUP = "g!demo"
 DEMO_PASSPHRASE = "correct horse battery staple"
@@ -55,7 +57,7 @@ class DemoTraffic:
     in this process's UI side, as they would in a real client.
     """
 
-    def __init__(self, handles: list[NodeThread], rate: float, cipher: GroupCipher) -> None:
+    def __init__(self, handles: list[NodeProcess], rate: float, cipher: GroupCipher) -> None:
         self.handles = handles
         self.rate = rate
         self.cipher = cipher
@@ -93,15 +95,34 @@ def demo_configs(root: Path, count: int) -> list[NodeConfig]:
     ]
 
 
-def start_demo_nodes(root: Path, count: int) -> list[NodeThread]:
-    """Start the demo nodes, each peering with every earlier one (a full mesh)."""
-    handles: list[NodeThread] = []
+def free_ports(count: int) -> list[int]:
+    """Free loopback ports, so every demo node knows its peers' URLs before any starts."""
+    sockets = []
     try:
-        for config in demo_configs(root, count):
-            config.peers = [PeerConfig(h.url, (DEMO_GROUP,)) for h in handles]
-            handle = NodeThread(config)
-            handle.start()
-            handles.append(handle)
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def start_demo_nodes(root: Path, count: int) -> list[NodeProcess]:
+    """Start the demo nodes at once, each peering with every earlier one (a full mesh)."""
+    configs = demo_configs(root, count)
+    urls = []
+    for config, port in zip(configs, free_ports(count), strict=True):
+        config.listen_port = port
+        config.peers = [PeerConfig(url, (DEMO_GROUP,)) for url in urls]
+        urls.append(f"http://127.0.0.1:{port}")
+    handles = [NodeProcess(config) for config in configs]
+    for handle in handles:
+        handle.launch()
+    try:
+        for handle in handles:
+            handle.wait_ready()
     except NodeStartError:
         for h in handles:
             h.stop()
@@ -173,7 +194,7 @@ def run_single(args: argparse.Namespace) -> int:
         keymap = keymap_from_config(data)
     except KeymapError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    handle = NodeThread(config)
+    handle = NodeProcess(config)
     try:
         handle.start()
     except NodeStartError as exc:

@@ -1,4 +1,4 @@
-"""The dashboard over REAL nodes: two nodes on their own loops in threads, the app on top.
+"""The dashboard over REAL nodes (in child processes, as tapsim runs them, and in threads).
 
 Scripted snapshots test every screen; this one proves the seam itself: snapshots from
 a live node reach the widgets, and a key press reaches the node as ciphertext only.
@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from node.config import NodeConfig, PeerConfig
 from tapsim_tui.app import TapsimApp
 from tapsim_tui.e2e import GroupCipher
+from tapsim_tui.nodeprocess import NodeProcess
 from tapsim_tui.runtime import NodeThread
 from widgets.streams_table import StreamsTable
 
@@ -37,10 +40,11 @@ async def _until(pilot, condition, timeout: float = 20.0) -> None:
         await pilot.pause(0.05)
 
 
-async def test_dashboard_over_real_nodes(tmp_path):
-    alice = NodeThread(_config(tmp_path, "alice"))
+@pytest.mark.parametrize("runtime", [NodeProcess, NodeThread], ids=["process", "thread"])
+async def test_dashboard_over_real_nodes(tmp_path, runtime):
+    alice = runtime(_config(tmp_path, "alice"))
     alice.start()
-    bob = NodeThread(_config(tmp_path, "bob", peers=[alice.url]))
+    bob = runtime(_config(tmp_path, "bob", peers=[alice.url]))
     bob.start()
     try:
         app = TapsimApp([alice, bob], passphrases={GROUP: PASSPHRASE})

@@ -1,0 +1,211 @@
+"""A real node in a child process: the dashboard's NodeHandle without a shared interpreter.
+
+A node in a thread of the UI's process shares its interpreter lock: every repaint of the
+screen (tens of milliseconds of Python) holds up the node's loop, its store thread and its
+verification pool, and a federation stream is latency-bound (credit comes back only after
+the commit), so the node's throughput fell by more than half with the dashboard on
+(bench/dashboard_overhead.py). In its own process the node keeps its interpreter to
+itself; the two sides exchange only values over a pipe: snapshots (pushed at 10 Hz while
+the UI asks for them) one way, commands the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection
+
+from node.commands import Command
+from node.config import NodeConfig
+from node.snapshot import NodeSnapshot
+from tapsim_tui.runtime import IDLE_AFTER, PUBLISH_EVERY, NodeStartError, describe_start_error
+
+WANT_EVERY = 0.5  # seconds between the UI's "still looking" messages
+
+
+class NodeProcess:
+    def __init__(self, config: NodeConfig, *, record_frames: bool = True) -> None:
+        self.config = config
+        self._record_frames = record_frames
+        self._conn: Connection | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._send_lock = threading.Lock()
+        self._latest: NodeSnapshot | None = None
+        self._url = ""
+        self._last_want = 0.0
+        self._reader: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ NodeHandle
+
+    @property
+    def server_id(self) -> str:
+        return self.config.server_id
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def snapshot(self) -> NodeSnapshot:
+        now = time.monotonic()
+        if now - self._last_want > WANT_EVERY:
+            self._last_want = now
+            self._send(("want",))
+        snap = self._latest
+        if snap is None:
+            return NodeSnapshot(
+                taken_at=time.time(),
+                server_id=self.config.server_id,
+                listen_urls=(),
+                key_id="",
+                pairing_code="",
+                started_at=time.time(),
+            )
+        return snap
+
+    def submit(self, command: Command) -> None:
+        self._send(("cmd", command))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def launch(self) -> None:
+        """Start the child; :meth:`wait_ready` waits for it (several can start at once)."""
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self._conn = parent
+        self._process = ctx.Process(
+            target=_child_main,
+            args=(self.config, child, self._record_frames),
+            name=f"tapsim node {self.config.server_id}",
+            daemon=True,
+        )
+        self._process.start()
+        child.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        conn = self._conn
+        assert conn is not None, "launch() first"
+        try:
+            if not conn.poll(timeout):
+                self.stop()
+                raise NodeStartError(
+                    f"{self.config.server_id}: node did not start in {timeout:g} s"
+                )
+            message = conn.recv()
+        except (EOFError, OSError):
+            raise NodeStartError(f"{self.config.server_id}: node process died at start") from None
+        if message[0] == "error":
+            self.stop()
+            raise NodeStartError(message[1])
+        _, self._url, self._latest = message
+        self._reader = threading.Thread(
+            target=self._read, name=f"snapshots {self.server_id}", daemon=True
+        )
+        self._reader.start()
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._send(("stop",))
+        process = self._process
+        if process is not None:
+            process.join(timeout)
+            if process.is_alive():
+                process.terminate()
+                process.join(2.0)
+        if self._conn is not None:
+            self._conn.close()
+
+    def _send(self, message: tuple) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        with self._send_lock, contextlib.suppress(OSError, ValueError, BrokenPipeError):
+            conn.send(message)
+
+    def _read(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        while True:
+            try:
+                kind, value = conn.recv()
+            except (EOFError, OSError, ValueError):
+                return
+            if kind == "snapshot":
+                self._latest = value
+
+
+# ---------------------------------------------------------------------- the child
+
+
+def _child_main(config: NodeConfig, conn: Connection, record_frames: bool) -> None:
+    # The terminal belongs to the dashboard: ^C there is the parent's business, and
+    # anything the node or a library prints goes to a log in its data dir, not the screen.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.makedirs(config.data_dir, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        log = os.open(os.path.join(config.data_dir, "node.log"), flags, 0o600)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+    asyncio.run(_serve(config, conn, record_frames))
+
+
+async def _serve(config: NodeConfig, conn: Connection, record_frames: bool) -> None:
+    from node.service import Node
+
+    node = Node(config, record_frames=record_frames)
+    try:
+        await node.start()
+    except BaseException as exc:  # reported to the dashboard, in words
+        conn.send(("error", describe_start_error(exc)))
+        with contextlib.suppress(Exception):
+            await node.stop()
+        return
+    conn.send(("ready", node.url, node.snapshot()))
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    wanted_until = time.monotonic() + IDLE_AFTER
+
+    def readable() -> None:
+        nonlocal wanted_until
+        try:
+            while conn.poll():
+                message = conn.recv()
+                if message[0] == "cmd":
+                    node.execute(message[1])
+                elif message[0] == "want":
+                    wanted_until = time.monotonic() + IDLE_AFTER
+                elif message[0] == "stop":
+                    stop.set()
+        except (EOFError, OSError):  # the dashboard is gone: stop with it
+            stop.set()
+
+    loop.add_reader(conn.fileno(), readable)
+
+    async def publish() -> None:
+        while True:
+            if time.monotonic() < wanted_until:
+                try:
+                    conn.send(("snapshot", node.snapshot()))
+                except (OSError, ValueError):  # the dashboard is gone
+                    stop.set()
+                    return
+            await asyncio.sleep(PUBLISH_EVERY)
+
+    publisher = asyncio.create_task(publish())
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_reader(conn.fileno())
+        publisher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError):
+            await publisher
+        await node.stop()
