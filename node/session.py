@@ -535,7 +535,10 @@ class StreamSession:
             self._now = now
         now = self._now
         if not self.ended:
-            if self._in_acks.ackable >= self.config.ack_batch:
+            acks = self._in_acks
+            # At once at 32; and at once when nothing else is being checked: waiting the
+            # 5 ms of §4.4 then coalesces nothing and only adds to the peer's ACK lag.
+            if acks.ackable >= self.config.ack_batch or (acks.ackable and not acks.in_flight):
                 self._queue_ack()
             if self.state == UP and not self._peer_eof and self._in_credit.below_half():
                 self._queue_credit()

@@ -474,6 +474,22 @@ def test_ack_coalescing_32_at_once_else_5ms():
     assert ack.payload.event_ids == [e.event_id for e in events[32:35]]
 
 
+def test_ack_goes_at_once_when_nothing_else_is_being_checked():
+    clock = Clock()
+    a, b = connected(clock, b_auto=False)
+    e1, e2 = make_event(ALICE), make_event(ALICE)
+    assert a.s.send_event(e1, clock.t)
+    b.handle(b.s.receive_data(a.out(clock.t), clock.t), clock.t)
+    b.process(count=1, now=clock.t)
+    [ack] = _ack_frames(b.s.data_to_send(clock.t))  # no 5 ms wait: nothing to coalesce
+    assert ack.payload.event_ids == [e1.event_id]
+    # With another EVENT still in the store's hands, the 5 ms coalescing applies.
+    assert a.s.send_event(e2, clock.t) and a.s.send_event(make_event(ALICE), clock.t)
+    b.handle(b.s.receive_data(a.out(clock.t), clock.t), clock.t)
+    b.process(count=1, now=clock.t)
+    assert _ack_frames(b.s.data_to_send(clock.t)) == []
+
+
 def test_ack_never_passes_an_event_still_in_flight():
     clock = Clock()
     a, b = connected(clock, b_auto=False)
