@@ -16,6 +16,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 import tomllib
 from pathlib import Path
 
@@ -109,8 +110,12 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def start_demo_nodes(root: Path, count: int) -> list[NodeProcess]:
-    """Start the demo nodes at once, each peering with every earlier one (a full mesh)."""
+def launch_demo_nodes(root: Path, count: int) -> list[NodeProcess]:
+    """Launch the demo nodes at once, each peering with every earlier one (a full mesh).
+
+    Ports are picked beforehand so every node knows its peers' URLs; the processes start
+    in parallel and the caller waits for them (:meth:`NodeProcess.wait_ready`).
+    """
     configs = demo_configs(root, count)
     urls = []
     for config, port in zip(configs, free_ports(count), strict=True):
@@ -120,39 +125,49 @@ def start_demo_nodes(root: Path, count: int) -> list[NodeProcess]:
     handles = [NodeProcess(config) for config in configs]
     for handle in handles:
         handle.launch()
-    try:
-        for handle in handles:
-            handle.wait_ready()
-    except NodeStartError:
-        for h in handles:
-            h.stop()
-        raise
     return handles
 
 
 def run_demo(*, nodes: int, rate: float) -> int:
+    """The dashboard paints at once; the nodes finish starting behind it.
+
+    Their processes start in parallel with the UI (each imports the node afresh), and the
+    screen shows each node as soon as its first snapshot arrives. A node that cannot
+    start closes the dashboard with the reason.
+    """
     from tapsim_tui.app import TapsimApp
 
     root = Path(tempfile.mkdtemp(prefix="tapsim-demo-"))
-    try:
+    handles = launch_demo_nodes(root, nodes)
+    failure: list[str] = []
+    app = TapsimApp(handles, passphrases={DEMO_GROUP: DEMO_PASSPHRASE})
+    traffic = DemoTraffic(handles, rate, GroupCipher.from_passphrase(DEMO_GROUP, DEMO_PASSPHRASE))
+
+    def wait_for_nodes() -> None:
         try:
-            handles = start_demo_nodes(root, nodes)
+            for handle in handles:
+                handle.wait_ready()
         except NodeStartError as exc:
-            return _fail(str(exc))
-        cipher = GroupCipher.from_passphrase(DEMO_GROUP, DEMO_PASSPHRASE)
-        traffic = DemoTraffic(handles, rate, cipher)
+            failure.append(str(exc))
+            for _ in range(200):  # the app may still be starting: try for 10 s
+                try:
+                    app.call_from_thread(app.exit)
+                    return
+                except RuntimeError:
+                    time.sleep(0.05)
+            return
         traffic.start()
-        try:
-            app = TapsimApp(handles, passphrases={DEMO_GROUP: DEMO_PASSPHRASE})
-            _on_sighup(app)
-            app.run()
-        finally:
-            traffic.stop()
-            for h in handles:
-                h.stop()
+
+    try:
+        threading.Thread(target=wait_for_nodes, name="demo start", daemon=True).start()
+        _on_sighup(app)
+        app.run()
     finally:
+        traffic.stop()
+        for h in handles:
+            h.stop()
         shutil.rmtree(root, ignore_errors=True)
-    return 0
+    return _fail(failure[0]) if failure else 0
 
 
 def _config_path(args: argparse.Namespace) -> Path:
