@@ -51,28 +51,6 @@ def group_path(group_id: str, endpoint: str) -> str:
     return f"{BASE}/encrypted-groups/{quote(group_id, safe='')}/{endpoint}"
 
 
-class _StoreSource:
-    """The store as the planner's DigestSource (it reads it on the store thread)."""
-
-    def __init__(self, node: Node) -> None:
-        self._store = node.store
-
-    def summary(self, group: str) -> tuple[int, str]:
-        return self._store.summary(group)
-
-    def authors(self, group: str) -> dict:
-        return self._store.authors(group)
-
-    def range_summary(self, group: str, lo: str, hi: str) -> tuple[int, str]:
-        return self._store.range_summary(group, lo, hi)
-
-    def digest(self, group: str, server_id: str, lo: str, hi: str, buckets: int) -> dict:
-        return self._store.digest(group, server_id, lo, hi, buckets)
-
-    def ids_in_range(self, group: str, lo: str, hi: str) -> list[str]:
-        return self._store.ids_in_range(group, lo, hi)
-
-
 class RequestSigner:
     """Signs §3.3 headers with a timestamp that never repeats for this node."""
 
@@ -101,7 +79,7 @@ class Repair:
         self.peer_id = peer_id
         self.group_id = group_id
         self.planner = ae.RepairPlanner(
-            _StoreSource(node), group_id, peer_id, **node.repairs.planner_options
+            node.store, group_id, peer_id, **node.repairs.planner_options
         )
         self.error: str | None = None
 

@@ -557,7 +557,7 @@ class Node:
             line = lines[event_id] = encode_frame(frame)
             return len(line) - 1
 
-        ids, payload = respond(request, _StoreSource(store), group_id, line_size)
+        ids, payload = respond(request, store, group_id, line_size)
         out = [lines[i] for i in ids]
         final = Frame(
             "CHECKPOINT", str(ULID()), self.server_id, len(out) + 1, Checkpoint(payload), group_id
@@ -571,19 +571,3 @@ class Node:
         """A by-value picture of the node (call it on the node's loop)."""
         assert self._snapshots is not None
         return self._snapshots.build()
-
-
-class _StoreSource:
-    """The store as the checkpoint responder's source (names differ by one argument)."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def ids_in_range(self, group: str, lo: str, hi: str) -> list[str]:
-        return self._store.ids_in_range(group, lo, hi)
-
-    def range_summary(self, group: str, lo: str, hi: str) -> tuple[int, str]:
-        return self._store.range_summary(group, lo, hi)
-
-    def get_event(self, group: str, event_id: str) -> object | None:
-        return self._store.get_event(group, event_id)
