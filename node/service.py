@@ -320,15 +320,15 @@ class Node:
         return True
 
     def stream_event(self, runner: StreamRunner, event: object) -> None:
-        kind = type(event)
-        if kind is s.ErrorReceived or kind is s.ErrorSent:
-            direction = "from" if kind is s.ErrorReceived else "to"
-            self.log(
-                f"{event.code} {direction} {runner.peer_id or '?'} "  # type: ignore[attr-defined]
-                f"{runner.group_id}: {event.message}"  # type: ignore[attr-defined]
-            )
-        elif kind is s.Stalled and event.stalled:  # type: ignore[attr-defined]
-            self.log(f"stream stalled: {runner.peer_id} {runner.group_id}")
+        """What a stream's session reports that the node only logs."""
+        where = f"{runner.peer_id or '?'} {runner.group_id}"
+        match event:
+            case s.ErrorReceived(code=code, message=message):
+                self.log(f"{code} from {where}: {message}")
+            case s.ErrorSent(code=code, message=message):
+                self.log(f"{code} to {where}: {message}")
+            case s.Stalled(stalled=True):
+                self.log(f"stream stalled: {where}")
 
     def _stream_ended(self, runner: StreamRunner) -> None:
         self.runners.discard(runner)
