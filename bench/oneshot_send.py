@@ -59,6 +59,10 @@ async def main():
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.loglevel = "WARNING"
+    # The node's own settings (node/transport/serving.py): hypercorn's default GOAWAY
+    # after 1,000 requests per connection would fail h2load, which does not reconnect.
+    config.keep_alive_max_requests = 2**31
+    config.keep_alive_timeout = 3600
     shutdown = asyncio.Event()
     task = asyncio.ensure_future(serve(app, config, shutdown_trigger=shutdown.wait))
     await asyncio.sleep(0.5)
