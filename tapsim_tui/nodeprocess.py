@@ -23,7 +23,13 @@ from multiprocessing.connection import Connection
 from node.commands import Command
 from node.config import NodeConfig
 from node.snapshot import NodeSnapshot
-from tapsim_tui.runtime import IDLE_AFTER, PUBLISH_EVERY, NodeStartError, describe_start_error
+from tapsim_tui.runtime import (
+    IDLE_AFTER,
+    PUBLISH_EVERY,
+    NodeStartError,
+    describe_start_error,
+    starting_snapshot,
+)
 
 WANT_EVERY = 0.5  # seconds between the UI's "still looking" messages
 
@@ -55,17 +61,7 @@ class NodeProcess:
         if now - self._last_want > WANT_EVERY:
             self._last_want = now
             self._send(("want",))
-        snap = self._latest
-        if snap is None:
-            return NodeSnapshot(
-                taken_at=time.time(),
-                server_id=self.config.server_id,
-                listen_urls=(),
-                key_id="",
-                pairing_code="",
-                started_at=time.time(),
-            )
-        return snap
+        return self._latest or starting_snapshot(self.config.server_id)
 
     def submit(self, command: Command) -> None:
         self._send(("cmd", command))

@@ -53,17 +53,7 @@ class NodeThread:
     def snapshot(self) -> NodeSnapshot:
         self._last_read = time.monotonic()
         self._wanted.set()
-        snap = self._latest
-        if snap is None:  # before the first publication: a minimal picture
-            return NodeSnapshot(
-                taken_at=time.time(),
-                server_id=self.config.server_id,
-                listen_urls=(),
-                key_id="",
-                pairing_code="",
-                started_at=time.time(),
-            )
-        return snap
+        return self._latest or starting_snapshot(self.config.server_id)
 
     def submit(self, command: Command) -> None:
         loop, node = self._loop, self._node
@@ -130,6 +120,19 @@ class NodeThread:
                 await asyncio.to_thread(wanted.wait)
             self._latest = node.snapshot()
             await asyncio.sleep(PUBLISH_EVERY)
+
+
+def starting_snapshot(server_id: str) -> NodeSnapshot:
+    """What the dashboard shows of a node before its first snapshot: its name, no more."""
+    now = time.time()
+    return NodeSnapshot(
+        taken_at=now,
+        server_id=server_id,
+        listen_urls=(),
+        key_id="",
+        pairing_code="",
+        started_at=now,
+    )
 
 
 def describe_start_error(exc: BaseException) -> str:
