@@ -83,6 +83,9 @@ class Batch:
     outcomes: list[Outcome | None]
     candidates: list[Candidate] = field(default_factory=list)
     verified: list[bool] | None = None
+    # (index, content_hash) of events prepare() found already held: prepare may run while
+    # an earlier batch's transaction is still open, so commit() confirms each one.
+    duplicates: list[tuple[int, str]] = field(default_factory=list)
 
 
 def check_signatures(candidates: Sequence[Candidate]) -> list[bool]:
@@ -140,6 +143,7 @@ class Ingest:
         b64decode = base64.b64decode
         outcomes: list[Outcome | None] = [None] * len(items)
         candidates: list[Candidate] = []
+        duplicates: list[tuple[int, str]] = []
         for i, (ev, hop) in enumerate(items):
             event_id = ev.event_id
             try:
@@ -154,6 +158,7 @@ class Ingest:
                 continue
             if store.match(group_id, event_id, ev.content_hash):
                 outcomes[i] = Outcome(DUPLICATE, event_id)
+                duplicates.append((i, ev.content_hash))
                 continue
             key = key_lookup(ev.author, ev.key_id)
             if key is None:
@@ -169,7 +174,7 @@ class Ingest:
             signed = event_string(group_id, event_id, ev.author, ev.seq, ev.content_hash)
             provisional = provisional_lookup(ev.author, ev.key_id) if provisional_lookup else False
             candidates.append(Candidate(i, ev, hop, raw, key, signed, signature, provisional))
-        return Batch(group_id, outcomes, candidates)
+        return Batch(group_id, outcomes, candidates, duplicates=duplicates)
 
     def commit(self, batch: Batch, relay_peers: Sequence[str] = (), *, now: float) -> list[Outcome]:
         """Signature results, duplicates again, equivocation, insert, outbox: one commit."""
@@ -180,6 +185,14 @@ class Ingest:
         outcomes = batch.outcomes
         relay: dict[str, list[str]] = {peer: [] for peer in relay_peers}
         with store.transaction():
+            for i, content_hash in batch.duplicates:
+                # Held when prepare() looked, but perhaps only by a transaction that has
+                # since rolled back: an ACK must never cover that (§4.4).
+                held = outcomes[i]
+                if held is not None and not store.match(group_id, held.event_id, content_hash):
+                    outcomes[i] = _rejected(
+                        held.event_id, ErrorCode.INTERNAL, "store changed under the check; resend"
+                    )
             for cand, ok in zip(batch.candidates, batch.verified, strict=True):
                 ev = cand.event
                 event_id = ev.event_id

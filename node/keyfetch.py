@@ -110,4 +110,6 @@ class KeyFetcher:
             node.log(f"key of {author} via {hop}: {exc}")
         except ProtocolError as exc:
             node.log(f"key of {author} via {hop} refused: {exc.message}")
+        except (ValueError, UnicodeError) as exc:  # e.g. a signed but unusable url
+            node.log(f"key of {author} via {hop}: unusable document ({exc})")
         return False

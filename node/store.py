@@ -600,7 +600,9 @@ class Store:
         return 0 if index is None else len(index.ids)
 
     def groups(self) -> list[str]:
-        return sorted(g for g, index in self._groups.items() if index.ids)
+        # list() copies in one step under the interpreter lock: the snapshot builder
+        # calls this from the loop while the store thread may add a group.
+        return sorted(g for g, index in list(self._groups.items()) if index.ids)
 
     def get_events(self, group_id: str, event_ids: Iterable[str]) -> list[StoredEvent]:
         """The held events among ``event_ids``, in event_id order; unknown ids are skipped."""
@@ -633,7 +635,8 @@ class Store:
     def authors(self, group_id: str) -> dict[str, dict]:
         """The §5.2 ``authors`` map: author → {max_seq, contiguous_seq, count}."""
         index = self._groups.get(group_id, _EMPTY)
-        return {a: index.authors[a].as_dict() for a in sorted(index.authors)}
+        authors = dict(index.authors)  # one step: another thread may be adding an author
+        return {a: authors[a].as_dict() for a in sorted(authors)}
 
     def range_summary(self, group_id: str, lo: str = "", hi: str = "") -> tuple[int, str]:
         """(count, fingerprint) of the events with lo ≤ event_id < hi (empty = open)."""

@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from node.errors import ErrorCode
 from node.frames import Event
 from node.ingest import REJECTED, STORED, Batch, Ingest, Outcome, check_signatures
 
+log = logging.getLogger("tapsim.ingest")
 T = TypeVar("T")
 
 
@@ -135,9 +137,13 @@ class IngestQueue:
         self, group_id: str, event: Event, hop: str, callback: OutcomeCallback
     ) -> None:
         assert self._keys is not None
-        await self._keys.fetch(event.author, hop)
-        self._pending.append((group_id, event, hop, callback))
-        self._wake.set()
+        try:
+            await self._keys.fetch(event.author, hop)
+        except Exception:  # whatever happened, the ingest decides (UNKNOWN_KEY at worst)
+            log.exception("fetching the key of %s through %s failed", event.author, hop)
+        finally:
+            self._pending.append((group_id, event, hop, callback))
+            self._wake.set()
 
     async def process(self, group_id: str, event: Event, hop: str) -> Outcome:
         """Queue one event and wait for its durable outcome."""
@@ -248,5 +254,10 @@ def _prepare_and_verify(ingest: Ingest, group_id: str, items: list[tuple[Event, 
 
 
 def _safe(callback: OutcomeCallback, outcome: Outcome) -> None:
-    with contextlib.suppress(asyncio.InvalidStateError):  # a waiter that went away
+    """Report an outcome; a failing receiver must not stop the ingest of every stream."""
+    try:
         callback(outcome)
+    except asyncio.InvalidStateError:  # a waiter that went away
+        pass
+    except Exception:
+        log.exception("reporting the outcome of %s failed", outcome.event_id)

@@ -78,6 +78,7 @@ class StreamRunner:
         self._held: list[tuple[int, s.Outcome]] = []  # outcomes held while ACKs are paused
         self._acked: list[str] = []  # acknowledged, not yet removed from the outbox
         self._acked_lock = threading.Lock()
+        self._removal_due = False  # a _remove_acked is queued on the store thread
         self.acks_paused = False
         self._schedule()
 
@@ -245,8 +246,9 @@ class StreamRunner:
             # One removal takes whatever was acknowledged until it runs; the store thread
             # runs in submission order, so a later outbox read never sees these ids.
             with self._acked_lock:
-                first = not self._acked
                 self._acked.extend(event_ids)
+                first = not self._removal_due
+                self._removal_due = True
             if first:
                 self.node.store_thread.submit(self._remove_acked)
 
@@ -254,14 +256,17 @@ class StreamRunner:
         """On the store thread: drop what the peer acknowledged from its outbox."""
         with self._acked_lock:
             ids, self._acked = self._acked, []
+            self._removal_due = False
         if not ids:
             return
         try:
             self.node.store.outbox_remove(self.peer_id or "", self.group_id, ids)
-        except Exception:
-            with self._acked_lock:  # e.g. a busy database: keep them for the next removal
+        except Exception as exc:
+            # e.g. a busy database: keep them for the next ACK's removal (replayed ids
+            # are harmless: receivers deduplicate).
+            with self._acked_lock:
                 self._acked[:0] = ids
-            raise
+            self.node.log(f"{self.key}: outbox removal failed ({exc}); will retry")
 
     async def _pump(self) -> None:
         """Send the outbox (replay in event_id order, then new events) while credit lasts."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
@@ -190,7 +191,13 @@ async def _serve(config: NodeConfig, conn: Connection, record_frames: bool) -> N
         while True:
             if time.monotonic() < wanted_until:
                 try:
-                    conn.send(("snapshot", node.snapshot()))
+                    snapshot = node.snapshot()
+                except Exception:  # one bad picture must not end the pictures
+                    logging.getLogger("tapsim").exception("building a snapshot failed")
+                    snapshot = None
+                try:
+                    if snapshot is not None:
+                        conn.send(("snapshot", snapshot))
                 except (OSError, ValueError):  # the dashboard is gone
                     stop.set()
                     return

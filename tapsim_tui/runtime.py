@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 
@@ -118,7 +119,10 @@ class NodeThread:
             if time.monotonic() - self._last_read > IDLE_AFTER:
                 wanted.clear()
                 await asyncio.to_thread(wanted.wait)
-            self._latest = node.snapshot()
+            try:
+                self._latest = node.snapshot()
+            except Exception:  # one bad picture must not end the pictures
+                logging.getLogger("tapsim").exception("building a snapshot failed")
             await asyncio.sleep(PUBLISH_EVERY)
 
 
