@@ -142,9 +142,37 @@ def _fail(message: str) -> int:
     return 2
 
 
+# Config-file keys and the type each must have (the TOML types, in words for errors).
+_CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "listen": ((str,), "a string like \"0.0.0.0:8448\""),
+    "server_id": ((str,), "a string"),
+    "data_dir": ((str,), "a path string"),
+    "groups": ((list,), "a list of group ids"),
+    "peers": ((list,), "a list of URLs"),
+    "tls_cert": ((str,), "a path string"),
+    "tls_key": ((str,), "a path string"),
+    "tls_ca": ((str,), "a path string"),
+    "closed": ((bool,), "true or false"),
+    "ping_interval": ((int, float), "a number of seconds"),
+}
+
+
+def _checked_defaults(defaults: dict) -> dict:
+    """The config file's node options, each of the type it must be, else a ConfigError."""
+    for key, (types, words) in _CONFIG_TYPES.items():
+        if key not in defaults:
+            continue
+        value = defaults[key]
+        if not isinstance(value, types) or (bool in types) != isinstance(value, bool):
+            raise ConfigError(f"config: {key} must be {words}, not {value!r}")
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config: {key} must be {words}")
+    return defaults
+
+
 def node_config_from_args(args: argparse.Namespace, defaults: dict | None = None) -> NodeConfig:
     """Turn parsed options (and config-file defaults) into a validated NodeConfig."""
-    defaults = defaults or {}
+    defaults = _checked_defaults(defaults or {})
     host, port = parse_listen(args.listen or defaults.get("listen", "127.0.0.1:8448"))
     server_id = check_server_id(args.server_id or defaults.get("server_id") or _host_server_id())
     groups = tuple(check_group_id(g) for g in (args.group or defaults.get("groups", [])))
