@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 FRAME_MEDIA = 'application/x-ndjson; profile="_taps.v1.frames"'
 BASE = "/_taps/federation"
 CLOSE_GRACE = 2.0  # after we end our side, how long the peer has to end its own
+CAPS_TIMEOUT = 30.0  # GET /caps of a peer that accepted the connection
 
 
 def stream_path(group_id: str) -> str:
@@ -93,7 +94,11 @@ class PeerLink:
             event.set()
 
     async def learn_server_id(self) -> str:
-        response = await self.client.request("GET", f"{BASE}/caps")
+        try:
+            async with asyncio.timeout(CAPS_TIMEOUT):
+                response = await self.client.request("GET", f"{BASE}/caps")
+        except TimeoutError:
+            raise TransportError(self.url, f"GET /caps: no answer in {CAPS_TIMEOUT:g} s") from None
         if response.status != 200:
             raise TransportError(self.url, f"GET /caps answered {response.status}")
         try:

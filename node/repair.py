@@ -41,6 +41,7 @@ BASE = "/_taps/federation"
 PERIOD = 600.0
 PERIOD_JITTER = 0.3
 ACCEPTOR_DELAY = 3.0
+REQUEST_TIMEOUT = 60.0  # one digest, checkpoint page or send
 SEND_CONCURRENCY = 8
 OUTBOX_POLL = 0.25  # seconds between checks of what the outbox stream still has to deliver
 OUTBOX_PATIENCE = 5.0  # seconds without progress of that stream before repair sends itself
@@ -95,6 +96,18 @@ class Repair:
             actions = [a for batch in results for a in batch]
 
     async def _one(self, action: object) -> list:
+        """Perform one planner request; a peer that never answers fails it in time."""
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                return await self._perform_one(action)
+        except TimeoutError:
+            reason = f"no answer in {REQUEST_TIMEOUT:g} s"
+            self.error = reason
+            return await self.node.store_thread.run(
+                self.planner.on_failure, action, reason, time.time()
+            )
+
+    async def _perform_one(self, action: object) -> list:
         planner = self.planner
         thread = self.node.store_thread
         try:
@@ -278,6 +291,7 @@ class RepairManager:
         self._tasks: set[asyncio.Task] = set()
         self._periodic: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._clients: dict[str, FederationClient] = {}
+        self._stopping = False
 
     # ------------------------------------------------------------------ triggers
 
@@ -310,7 +324,7 @@ class RepairManager:
 
     def start(self, peer_id: str, group_id: str) -> bool:
         key = (peer_id, group_id)
-        if key in self._running or self.node.link_cut(peer_id, group_id):
+        if self._stopping or key in self._running or self.node.link_cut(peer_id, group_id):
             return False
         client = self._client(peer_id)
         if client is None:
@@ -379,11 +393,14 @@ class RepairManager:
         old = self._periodic.pop((peer, group), None)
         if old is not None:
             old.cancel()
+        if self._stopping:  # a repair cancelled by stop() must not arm the next one
+            return
         self._periodic[(peer, group)] = asyncio.get_running_loop().call_later(
             delay, lambda: self.start(peer, group)
         )
 
     async def stop(self) -> None:
+        self._stopping = True
         for handle in self._periodic.values():
             handle.cancel()
         for task in list(self._tasks):

@@ -196,6 +196,8 @@ class Node:
             await self._server.stop()
         for runner in list(self.runners):
             runner.abort("server stopped")
+        for task in list(self._background):
+            task.cancel()
         await self.ingest_queue.stop()
         await self.store_thread.run(self.store.close)
         self.store_thread.close()
@@ -410,7 +412,7 @@ class Node:
             case PublishEvent(group_id=group, ciphertext=ciphertext):
                 task = loop.create_task(self.publish(group, ciphertext))
                 self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                task.add_done_callback(self._publish_done)
             case Repair(peer_id=peer, group_id=group):
                 if self.repairs is not None:
                     self.repairs.request(peer, group)
@@ -418,6 +420,11 @@ class Node:
                 self.add_peer(PeerConfig(url, tuple(groups)))
             case SetFault(stream_key=key, fault=fault, enabled=enabled):
                 self.set_fault(key, fault, enabled)
+
+    def _publish_done(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log(f"publishing a test event failed: {task.exception()}")
 
     def add_peer(self, peer: PeerConfig) -> None:
         if any(p.url == peer.url for p in self.peer_configs):
