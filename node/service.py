@@ -118,6 +118,7 @@ class Node:
         self._stopping = False
         self._snapshots = None
         self._background: set[asyncio.Task] = set()
+        self._to_publish: dict[str, list[bytes]] = {}  # PublishEvent commands not yet authored
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -410,9 +411,10 @@ class Node:
         loop = asyncio.get_running_loop()
         match command:
             case PublishEvent(group_id=group, ciphertext=ciphertext):
-                task = loop.create_task(self.publish(group, ciphertext))
-                self._background.add(task)
-                task.add_done_callback(self._publish_done)
+                # Commands that arrive together (a burst) are authored in one transaction.
+                if not self._to_publish:
+                    loop.call_soon(self._publish_queued)
+                self._to_publish.setdefault(group, []).append(ciphertext)
             case Repair(peer_id=peer, group_id=group):
                 if self.repairs is not None:
                     self.repairs.request(peer, group)
@@ -420,6 +422,14 @@ class Node:
                 self.add_peer(PeerConfig(url, tuple(groups)))
             case SetFault(stream_key=key, fault=fault, enabled=enabled):
                 self.set_fault(key, fault, enabled)
+
+    def _publish_queued(self) -> None:
+        queued, self._to_publish = self._to_publish, {}
+        loop = asyncio.get_running_loop()
+        for group, ciphertexts in queued.items():
+            task = loop.create_task(self.publish_many(group, ciphertexts))
+            self._background.add(task)
+            task.add_done_callback(self._publish_done)
 
     def _publish_done(self, task: asyncio.Task) -> None:
         self._background.discard(task)

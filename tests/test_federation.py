@@ -116,3 +116,26 @@ async def test_outbox_fills_after_a_restart_while_the_peer_is_away(tmp_path):
         assert bob.store.outbox_count("alice", "g!test") == 5
     finally:
         await bob.stop()
+
+
+async def test_a_burst_of_publish_commands_is_authored_in_one_transaction(tmp_path):
+    from node.commands import PublishEvent
+
+    alice = await start_node(tmp_path, "alice")
+    try:
+        calls = []  # one call of _author_events is one transaction on the store thread
+        original = alice._author_events
+
+        def counting(*args):
+            calls.append(len(args[1]))
+            return original(*args)
+
+        alice._author_events = counting
+        for i in range(100):
+            alice.execute(PublishEvent("g!test", b"burst %d" % i))
+        await wait_until(lambda: summary(alice)[0] == 100, what="100 events")
+        assert calls == [100]
+        seqs = sorted(a["max_seq"] for a in alice.store.authors("g!test").values())
+        assert seqs == [100]
+    finally:
+        await alice.stop()
