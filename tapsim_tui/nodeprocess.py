@@ -19,11 +19,14 @@ import os
 import signal
 import threading
 import time
+from collections import deque
+from dataclasses import replace
 from multiprocessing.connection import Connection
 
 from node.commands import Command
 from node.config import NodeConfig
-from node.snapshot import NodeSnapshot
+from node.framelog import TAIL as FRAME_TAIL
+from node.snapshot import FrameLogEntry, NodeSnapshot
 from tapsim_tui.runtime import (
     IDLE_AFTER,
     PUBLISH_EVERY,
@@ -46,6 +49,7 @@ class NodeProcess:
         self._url = ""
         self._last_want = 0.0
         self._reader: threading.Thread | None = None
+        self._frames: deque[FrameLogEntry] = deque(maxlen=FRAME_TAIL)
 
     # ------------------------------------------------------------------ NodeHandle
 
@@ -98,7 +102,8 @@ class NodeProcess:
         if message[0] == "error":
             self.stop()
             raise NodeStartError(message[1])
-        _, self._url, self._latest = message
+        _, self._url, first = message
+        self._latest = self._merge(first)
         self._reader = threading.Thread(
             target=self._read, name=f"snapshots {self.server_id}", daemon=True
         )
@@ -135,7 +140,12 @@ class NodeProcess:
             except (EOFError, OSError, ValueError):
                 return
             if kind == "snapshot":
-                self._latest = value
+                self._latest = self._merge(value)
+
+    def _merge(self, snapshot: NodeSnapshot) -> NodeSnapshot:
+        """The child sends only frame-log entries it has not sent before: keep the tail."""
+        self._frames.extend(snapshot.frame_log)
+        return replace(snapshot, frame_log=tuple(self._frames))
 
 
 # ---------------------------------------------------------------------- the child
@@ -166,7 +176,16 @@ async def _serve(config: NodeConfig, conn: Connection, record_frames: bool) -> N
         with contextlib.suppress(Exception):
             await node.stop()
         return
-    conn.send(("ready", node.url, node.snapshot()))
+    sent_up_to = 0  # frame-log index already sent: each snapshot carries only newer entries
+
+    def fresh(snapshot: NodeSnapshot) -> NodeSnapshot:
+        nonlocal sent_up_to
+        new = tuple(e for e in snapshot.frame_log if e.index > sent_up_to)
+        if new:
+            sent_up_to = new[-1].index
+        return replace(snapshot, frame_log=new)
+
+    conn.send(("ready", node.url, fresh(node.snapshot())))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     wanted_until = time.monotonic() + IDLE_AFTER
@@ -197,7 +216,7 @@ async def _serve(config: NodeConfig, conn: Connection, record_frames: bool) -> N
                     snapshot = None
                 try:
                     if snapshot is not None:
-                        conn.send(("snapshot", snapshot))
+                        conn.send(("snapshot", fresh(snapshot)))
                 except (OSError, ValueError):  # the dashboard is gone
                     stop.set()
                     return
