@@ -35,14 +35,21 @@ from node.frames import (
     encode_frame,
     parse_frame,
 )
-from node.identity import Identity
+from node.identity import Identity, verify_signature
 from node.ids import format_rfc3339, group_matches, is_group_id
 from node.ingest import REJECTED, STORED, Ingest
 from node.keyfetch import KeyFetcher
-from node.keystore import HelloAuthenticator, KeyStore, MemoryReplayCache, RequestAuthenticator
+from node.keystore import (
+    HelloAuthenticator,
+    KeyStore,
+    MemoryReplayCache,
+    Pin,
+    RequestAuthenticator,
+)
 from node.session import Role, SessionConfig, StreamSession
+from node.signing import event_string
 from node.snapshot import FAULT_ACK_PAUSED, FAULT_CREDIT_ONE, FAULT_CUT, NodeSnapshot
-from node.store import Store
+from node.store import Store, StoredEvent
 from node.storethread import IngestQueue, StoreThread
 from node.streamrunner import StreamRunner
 
@@ -137,6 +144,9 @@ class Node:
             closed=config.closed,
             on_change=lambda doc, source: self.store_thread.submit(
                 self.store.save_pin, doc.server_id, doc.to_dict(), source
+            ),
+            on_provisional_replaced=lambda old, new: self.store_thread.submit(
+                self._verify_provisional_again, old, new
             ),
         )
         self.keystore.load(await self.store_thread.run(self.store.load_pins))
@@ -235,6 +245,34 @@ class Node:
             self.store_thread.submit(self.store.save_peer_id, url, server_id)
         self.peer_ids[url] = server_id
         self.keystore.allow(server_id)
+
+    def _verify_provisional_again(self, old: Pin, new: Pin) -> None:
+        """On the store thread (§3.2): a HELLO, confirmed or configured pin replaced a
+        key document that a hop supplied. The events that document verified are checked
+        against the new key: those that pass lose their mark, the others are removed and
+        reported against the hop."""
+        author, store = new.server_id, self.store
+        passed: dict[str, list[str]] = {}
+        failed: list[StoredEvent] = []
+        for ev in store.provisional_events(author):
+            message = event_string(ev.group_id, ev.event_id, ev.author, ev.seq, ev.content_hash)
+            if ev.key_id == new.key_id and verify_signature(
+                new.doc.public_key, message, ev.signature
+            ):
+                passed.setdefault(ev.group_id, []).append(ev.event_id)
+            else:
+                failed.append(ev)
+        for group_id, ids in passed.items():
+            store.confirm_events(group_id, ids)
+        for ev in failed:
+            store.delete_event(ev.group_id, ev.event_id)
+        if failed:
+            self.log(
+                f"{len(failed)} events of {author} did not verify with its pinned key "
+                f"{new.key_id} and were removed; their key document came from {old.via}"
+            )
+        elif passed:
+            self.log(f"{sum(map(len, passed.values()))} events of {author} confirmed")
 
     # ------------------------------------------------------------------ sessions
 
