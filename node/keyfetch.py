@@ -19,11 +19,11 @@ import orjson
 from node.errors import ProtocolError
 from node.identity import KeyDocument, verify_key_document
 from node.transport.client import FederationClient, TransportError
+from node.transport.routes import PREFIX
 
 if TYPE_CHECKING:
     from node.service import Node
 
-BASE = "/_taps/federation"
 FETCH_TIMEOUT = 10.0
 
 
@@ -80,7 +80,7 @@ class KeyFetcher:
             node.log(f"key of {author}: no URL known for hop {hop}")
             return False
         try:
-            raw = await self._get_json(hop_url, f"{BASE}/keys/{quote(author, safe='')}")
+            raw = await self._get_json(hop_url, f"{PREFIX}/keys/{quote(author, safe='')}")
             if raw is None:
                 node.log(f"key of {author}: {hop} does not know it")
                 return False
@@ -93,7 +93,7 @@ class KeyFetcher:
             confirmed = None
             if doc.url:
                 try:
-                    confirmed = await self._get_json(doc.url, f"{BASE}/keys/current")
+                    confirmed = await self._get_json(doc.url, f"{PREFIX}/keys/current")
                 except (TransportError, OSError, TimeoutError, orjson.JSONDecodeError):
                     confirmed = None
             if confirmed is not None:

@@ -12,7 +12,6 @@ import contextlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 import orjson
 
@@ -24,19 +23,15 @@ from node.ids import is_server_id
 from node.keepalive import DEAD_AFTER_INTERVALS
 from node.snapshot import BACKOFF, CONNECTING, DEAD
 from node.transport.client import FederationClient, TransportError
+from node.transport.media import FRAME_MEDIA_TYPE
+from node.transport.routes import PREFIX, group_path
 
 if TYPE_CHECKING:
     from node.service import Node
     from node.streamrunner import StreamRunner
 
-FRAME_MEDIA = 'application/x-ndjson; profile="_taps.v1.frames"'
-BASE = "/_taps/federation"
 CLOSE_GRACE = 2.0  # after we end our side, how long the peer has to end its own
 CAPS_TIMEOUT = 30.0  # GET /caps of a peer that accepted the connection
-
-
-def stream_path(group_id: str) -> str:
-    return f"{BASE}/encrypted-groups/{quote(group_id, safe='')}/stream"
 
 
 @dataclass(slots=True)
@@ -96,7 +91,7 @@ class PeerLink:
     async def learn_server_id(self) -> str:
         try:
             async with asyncio.timeout(CAPS_TIMEOUT):
-                response = await self.client.request("GET", f"{BASE}/caps")
+                response = await self.client.request("GET", f"{PREFIX}/caps")
         except TimeoutError:
             raise TransportError(self.url, f"GET /caps: no answer in {CAPS_TIMEOUT:g} s") from None
         if response.status != 200:
@@ -165,7 +160,8 @@ class PeerLink:
         # Ask every time: the id known from a past run may have changed at that URL.
         peer_id = await self.learn_server_id()
         stream = await self.client.open_stream(
-            stream_path(group), [("content-type", FRAME_MEDIA), ("accept", FRAME_MEDIA)]
+            group_path(group, "stream"),
+            [("content-type", FRAME_MEDIA_TYPE), ("accept", FRAME_MEDIA_TYPE)],
         )
         runner = self.node.attach_initiator(group, peer_id, self.url)
         link.runner = runner

@@ -14,7 +14,6 @@ import contextlib
 import random
 import time
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 import orjson
 from ulid import ULID
@@ -32,12 +31,13 @@ from node.snapshot import (
     RepairSnapshot,
 )
 from node.transport.client import FederationClient, TransportError
+from node.transport.media import FRAME_MEDIA_TYPE
+from node.transport.routes import group_path
 
 if TYPE_CHECKING:
     from node.service import Node
     from node.streamrunner import StreamRunner
 
-BASE = "/_taps/federation"
 PERIOD = 600.0
 PERIOD_JITTER = 0.3
 ACCEPTOR_DELAY = 3.0
@@ -45,11 +45,6 @@ REQUEST_TIMEOUT = 60.0  # one digest, checkpoint page or send
 SEND_CONCURRENCY = 8
 OUTBOX_POLL = 0.25  # seconds between checks of what the outbox stream still has to deliver
 OUTBOX_PATIENCE = 5.0  # seconds without progress of that stream before repair sends itself
-FRAME_MEDIA = 'application/x-ndjson; profile="_taps.v1.frames"'
-
-
-def group_path(group_id: str, endpoint: str) -> str:
-    return f"{BASE}/encrypted-groups/{quote(group_id, safe='')}/{endpoint}"
 
 
 class RequestSigner:
@@ -151,7 +146,7 @@ class Repair:
             ("authorization", self.node.repairs.signer.header(self.peer_id, method, path, body))
         ]
         if frames:
-            headers += [("content-type", FRAME_MEDIA), ("accept", FRAME_MEDIA)]
+            headers += [("content-type", FRAME_MEDIA_TYPE), ("accept", FRAME_MEDIA_TYPE)]
         return headers
 
     async def _digest(self, action: ae.FetchDigest) -> tuple[object, int]:

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 PREFIX = "/_taps/federation"
 _PREFIX_B = PREFIX.encode()
+
+
+def group_path(group_id: str, endpoint: str) -> str:
+    """The path a client requests for a group endpoint (``stream``, ``send``, …)."""
+    return f"{PREFIX}/encrypted-groups/{quote(group_id, safe='')}/{endpoint}"
 
 
 class Endpoint(StrEnum):
