@@ -144,7 +144,7 @@ def _fail(message: str) -> int:
 
 # Config-file keys and the type each must have (the TOML types, in words for errors).
 _CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "listen": ((str,), "a string like \"0.0.0.0:8448\""),
+    "listen": ((str,), 'a string like "0.0.0.0:8448"'),
     "server_id": ((str,), "a string"),
     "data_dir": ((str,), "a path string"),
     "groups": ((list,), "a list of group ids"),
