@@ -30,6 +30,7 @@ from node.frames import Frame, encode_frame
 from node.ids import CROCKFORD
 from node.service import Node
 from node.store import StoredEvent
+from tests.diffsets import split_sides
 
 G = "g!bench"
 AUTHORS = ("bench-author-a", "bench-author-b", "bench-author-c")
@@ -58,28 +59,14 @@ def sign_universe(n: int) -> list[StoredEvent]:
 
 
 def split(events: list[StoredEvent], n: int, d: int, kind: str) -> tuple[list, list]:
-    events = events[: n + 2 * d]
-    rng = random.Random(1000 + d)
-    if kind == "tails":
-        tail = events[-6 * d :]
-        a_only = [e for e in tail if e.author == AUTHORS[0]][-d:]
-        b_only = [e for e in tail if e.author == AUTHORS[1]][-d:]
-    elif kind == "one-side":  # only bob lacks d events (d differing events in all)
-        a_only, b_only = random.Random(2000 + d).sample(events[: n + d], d), []
+    """The shapes of the tests (tests/diffsets.py), plus ``one-side``: only bob lacks d
+    events (d differing events in all)."""
+    if kind == "one-side":
         events = events[: n + d]
-    elif kind == "holes":
-        p, q = len(events) // 3, 2 * len(events) // 3
-        a_only, b_only = events[p : p + d], events[q : q + d]
-    else:
-        picks = rng.sample(range(len(events)), 2 * d)
-        a_only = [events[i] for i in picks[:d]]
-        b_only = [events[i] for i in picks[d:]]
-    a_skip = {e.event_id for e in b_only}
-    b_skip = {e.event_id for e in a_only}
-    return (
-        [e for e in events if e.event_id not in a_skip],
-        [e for e in events if e.event_id not in b_skip],
-    )
+        a_only = random.Random(2000 + d).sample(events, d)
+        skip = {e.event_id for e in a_only}
+        return events, [e for e in events if e.event_id not in skip]
+    return split_sides(events[: n + 2 * d], d, kind, random.Random(1000 + d), AUTHORS)
 
 
 async def start(tmp: Path, name: str) -> Node:
