@@ -57,6 +57,7 @@ log = logging.getLogger("tapsim.node")
 
 CAPABILITIES = ["stream", "send", "ack", "credit", "ping", "digest", "checkpoint", "relay"]
 REPLAY_WINDOW = 600.0  # §4.1, §3.3
+RENEW_CHECK = 86400.0  # seconds between checks that our key document is not near expiry
 MAX_STREAMS = 1000  # inbound streams over all connections, beyond which we answer 503
 
 
@@ -125,6 +126,7 @@ class Node:
         self._stopping = False
         self._snapshots = None
         self._background: set[asyncio.Task] = set()
+        self._renewal: asyncio.TimerHandle | None = None
         self._to_publish: dict[str, list[bytes]] = {}  # PublishEvent commands not yet authored
 
     # ------------------------------------------------------------------ lifecycle
@@ -185,6 +187,7 @@ class Node:
         self.identity.url = config.advertise_url or self.urls[0]
         self.keystore.repin(self.identity.key_document())
         self._snapshots = SnapshotBuilder(self)
+        self._renewal = asyncio.get_running_loop().call_later(RENEW_CHECK, self._renew_key)
         self.repairs = RepairManager(self)
         self.peers = PeerManager(self)
         for peer in self.peer_configs:
@@ -195,6 +198,8 @@ class Node:
         if self._stopping:
             return
         self._stopping = True
+        if self._renewal is not None:
+            self._renewal.cancel()
         if self.peers is not None:
             await self.peers.stop()
         if self.repairs is not None:
@@ -212,6 +217,15 @@ class Node:
         await self.ingest_queue.stop()
         await self.store_thread.run(self.store.close)
         self.store_thread.close()
+
+    def _renew_key(self) -> None:
+        """Once a day: re-sign our key document before it expires (a node may run for
+        longer than the year a document is valid); peers see a renewal (§3.2)."""
+        if self.identity.renew_if_due(time.time()):
+            self.keystore.repin(self.identity.key_document())
+            self.log(f"key document renewed, valid until {self.identity.valid_until}")
+        if not self._stopping:
+            self._renewal = asyncio.get_running_loop().call_later(RENEW_CHECK, self._renew_key)
 
     @property
     def url(self) -> str:
