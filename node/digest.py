@@ -55,10 +55,6 @@ class DigestQuery:
     hi: str = ""
     buckets: int = DEFAULT_BUCKETS
 
-    @property
-    def whole_group(self) -> bool:
-        return self.lo == "" and self.hi == ""
-
     def to_query_string(self) -> str:
         """What a requester puts after `?` (ULIDs need no escaping)."""
         return f"lo={self.lo}&hi={self.hi}&buckets={self.buckets}"

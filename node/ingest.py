@@ -57,11 +57,6 @@ class Outcome:
     message: str = ""
     equivocation: bool = False
 
-    @property
-    def processed_ok(self) -> bool:
-        """Stored or duplicate: the event is held and is listed/acknowledged."""
-        return self.status != REJECTED
-
 
 @dataclass(slots=True)
 class Candidate:

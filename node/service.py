@@ -411,9 +411,6 @@ class Node:
             if runner.group_id == group_id:
                 runner.notify_stored(events, hop)
 
-    def outbox_acknowledged(self, peer_id: str, group_id: str, event_ids: list[str]) -> None:
-        self.store_thread.submit(self.store.outbox_remove, peer_id, group_id, list(event_ids))
-
     async def outbox_pending(
         self, peer_id: str, group_id: str, after: str, limit: int
     ) -> list[Event]:
