@@ -152,9 +152,11 @@ class NodeProcess:
 
 
 def _child_main(config: NodeConfig, conn: Connection, record_frames: bool) -> None:
-    # The terminal belongs to the dashboard: ^C there is the parent's business, and
+    # The terminal belongs to the dashboard: ^C and hang-up are the parent's business
+    # (it sends "stop"; if it dies instead, the pipe's end stops us), and
     # anything the node or a library prints goes to a log in its data dir, not the screen.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal closing: the parent stops us
     with contextlib.suppress(OSError):
         os.makedirs(config.data_dir, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
