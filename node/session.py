@@ -284,8 +284,7 @@ class StreamSession:
         self._credit_due_at: float | None = None
 
         self._control: list[_Queued] = []  # goes out first
-        self._events: deque[_Queued] = deque()
-        self._reserved_events = 0
+        self._events: deque[_Queued] = deque()  # each holds one event of credit
         self._reserved_bytes = 0
         self._next_seq = 1
         self._hello_queued = False
@@ -496,7 +495,7 @@ class StreamSession:
         if self.state != UP or self.ended or self._peer_eof:
             return False
         out = self._out_credit
-        if out.events - self._reserved_events < 1:
+        if out.events - len(self._events) < 1:
             return False
         frame_id = self._new_id(now)
         head = b'{"type":"EVENT","id":"%s%s%s%s' % (
@@ -516,7 +515,6 @@ class StreamSession:
         if out.bytes - self._reserved_bytes < size:
             return False
         self._events.append(_Queued("EVENT", head, event, event.event_id, frame_id, size))
-        self._reserved_events += 1
         self._reserved_bytes += size
         return True
 
@@ -526,7 +524,7 @@ class StreamSession:
             self.state == UP
             and not self.ended
             and not self._peer_eof
-            and self._out_credit.fits(nbytes, self._reserved_events, self._reserved_bytes)
+            and self._out_credit.fits(nbytes, len(self._events), self._reserved_bytes)
         )
 
     def data_to_send(self, now: float | None = None) -> bytes:
@@ -577,7 +575,6 @@ class StreamSession:
                     self._reserved_bytes += extra
                     item.reserved = size
                 queue.popleft()
-                self._reserved_events -= 1
                 self._reserved_bytes -= item.reserved
                 out.consume(size)
                 out_acks.sent(seq, item.event_id, now, item.frame_id, size)  # type: ignore[arg-type]
@@ -822,7 +819,6 @@ class StreamSession:
     def _drop_queued_events(self) -> None:
         """Queued EVENTs never went out; the shell's outbox still holds them for replay."""
         self._events.clear()
-        self._reserved_events = 0
         self._reserved_bytes = 0
 
     # ------------------------------------------------------------------ errors and ending
@@ -875,7 +871,7 @@ class StreamSession:
     @property
     def credit_out_events(self) -> int:
         """EVENTs we may still queue (peer's grants minus sent and queued)."""
-        return self._out_credit.events - self._reserved_events
+        return self._out_credit.events - len(self._events)
 
     @property
     def credit_out_bytes(self) -> int:
