@@ -36,16 +36,18 @@ from pathlib import Path
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "tests"):  # the product, and the tests' support package
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-from node import session as s  # noqa: E402
-from node.frames import Event  # noqa: E402
-from node.identity import SEED_FILE, Identity  # noqa: E402
-from node.ids import CROCKFORD, format_rfc3339  # noqa: E402
-from node.keystore import HelloAuthenticator, KeyStore, MemoryReplayCache  # noqa: E402
-from node.session import Role, SessionConfig, StreamSession  # noqa: E402
-from node.store import Store, StoredEvent  # noqa: E402
+from node.protocol import session as s  # noqa: E402
+from node.protocol.frames import Event  # noqa: E402
+from node.protocol.identity import Identity  # noqa: E402
+from node.protocol.ids import CROCKFORD, format_rfc3339  # noqa: E402
+from node.protocol.keystore import HelloAuthenticator, KeyStore, MemoryReplayCache  # noqa: E402
+from node.protocol.session import Role, SessionConfig, StreamSession  # noqa: E402
+from node.runtime.seed_file import SEED_FILE  # noqa: E402
+from node.storage.store import Store, StoredEvent  # noqa: E402
 from node.transport import FederationClient  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results.ndjson"

@@ -3,7 +3,7 @@
     uv run python bench/dashboard_overhead.py [--events 30000] [--runs 3] [--idle-seconds 5]
 
 The receiving node runs in this process exactly as `tapsim` runs it: a
-tapsim_tui.runtime.NodeThread (its own loop in a thread). A `tapsim node` child (author
+tapsim_tui.node_start.NodeThread (its own loop in a thread). A `tapsim node` child (author
 ``bench-a``, pre-signed events queued in its outbox, as in stream_throughput.py) streams
 ``--events`` events to it. Events/s are read from the node's own counter (first to last
 stored event) in two modes, alternated run by run so drift hits both alike:
@@ -40,12 +40,12 @@ from common import (
     table,
     thread_cpu_seconds,
 )
+from support.node_thread import NodeThread
 
-from node.config import NodeConfig
-from node.frames import Event
+from node.protocol.frames import Event
+from node.runtime.config import NodeConfig
 from tapsim_tui.app import TapsimApp
 from tapsim_tui.nodeprocess import NodeProcess as ChildNode
-from tapsim_tui.runtime import NodeThread
 
 RUNTIME = "process"  # set by --runtime: how the dashboard runs its node
 

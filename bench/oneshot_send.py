@@ -40,7 +40,7 @@ from common import (
     table,
 )
 
-from node.frames import Frame, encode_frame
+from node.protocol.frames import Frame, encode_frame
 
 TRIVIAL = """
 import asyncio, sys

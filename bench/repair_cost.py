@@ -25,11 +25,11 @@ from pathlib import Path
 
 from common import CIPHERTEXT_BYTES, append_result, identity_for, table
 
-from node.config import NodeConfig
-from node.frames import Frame, encode_frame
-from node.ids import CROCKFORD
-from node.service import Node
-from node.store import StoredEvent
+from node.protocol.frames import Frame, encode_frame
+from node.protocol.ids import CROCKFORD
+from node.runtime.config import NodeConfig
+from node.runtime.node import Node
+from node.storage.store import StoredEvent
 from tests.diffsets import split_sides
 
 G = "g!bench"

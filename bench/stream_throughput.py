@@ -52,9 +52,9 @@ from common import (
     wait_count,
 )
 
-from node.frames import Event
-from node.ingest import Ingest
-from node.store import Store
+from node.protocol.frames import Event
+from node.storage.ingest import Ingest
+from node.storage.store import Store
 from node.transport import FederationClient
 
 BATCH = 256  # the default credit window: what one stream can have in flight

@@ -15,8 +15,9 @@ import asyncio
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from node.decoder import LineDecoder
+from node.protocol.decoder import LineDecoder
 from node.transport import (
     FRAME_MEDIA_TYPE,
     FederationApp,
@@ -24,7 +25,9 @@ from node.transport import (
     library_patches,
     start_server,
 )
-from node.transport.echo import EchoHandler, filler_line
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.echo import EchoHandler, filler_line
 
 P = "/_taps/federation/encrypted-groups"
 CT = [("content-type", FRAME_MEDIA_TYPE)]

@@ -2,7 +2,7 @@
 
     uv run python screenshots/generate.py
 
-Deterministic: a fixed clock and scripted snapshots (tapsim_tui/scripted.py), so the
+Deterministic: a fixed clock and scripted snapshots (tests/support/scripted.py), so the
 files only change when the screens do.
 """
 
@@ -13,9 +13,11 @@ from pathlib import Path
 
 from textual._doc import take_svg_screenshot
 
-from tapsim_tui.scripted import SCENE_SIZE, scene
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))  # the scripted scenes are test support
+
+from support.scripted import SCENE_SIZE, scene  # noqa: E402
+
 SHOTS = {
     "main": "tapsim demo: alice federating g!demo with bob and carol",
     "detail": "detail pane: a stalled stream waiting for credit",

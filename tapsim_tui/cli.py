@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from node.config import (
+from node.runtime.config import (
     ConfigError,
     NodeConfig,
     PeerConfig,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from node.commands import Command
-from node.snapshot import NodeSnapshot
+from node.view.commands import Command
+from node.view.snapshot import NodeSnapshot
 
 
 @runtime_checkable

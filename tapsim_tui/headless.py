@@ -12,9 +12,9 @@ import signal
 import sqlite3
 import sys
 
-from node.config import NodeConfig
-from node.identity import IdentityError
-from node.service import Node
+from node.runtime.config import NodeConfig
+from node.runtime.node import Node
+from node.runtime.seed_file import IdentityError
 from node.transport.serving import PortInUse
 
 

@@ -20,11 +20,11 @@ import time
 import tomllib
 from pathlib import Path
 
-from node.commands import PublishEvent
-from node.config import ConfigError, NodeConfig, PeerConfig
+from node.runtime.config import ConfigError, NodeConfig, PeerConfig
+from node.view.commands import PublishEvent
 from tapsim_tui.e2e import GroupCipher
+from tapsim_tui.node_start import NodeStartError
 from tapsim_tui.nodeprocess import NodeProcess
-from tapsim_tui.runtime import NodeStartError
 
 DEMO_GROUP = "g!demo"
 DEMO_PASSPHRASE = "correct horse battery staple"

@@ -23,11 +23,11 @@ from collections import deque
 from dataclasses import replace
 from multiprocessing.connection import Connection
 
-from node.commands import Command
-from node.config import NodeConfig
-from node.framelog import TAIL as FRAME_TAIL
-from node.snapshot import FrameLogEntry, NodeSnapshot
-from tapsim_tui.runtime import (
+from node.runtime.config import NodeConfig
+from node.view.commands import Command
+from node.view.framelog import TAIL as FRAME_TAIL
+from node.view.snapshot import FrameLogEntry, NodeSnapshot
+from tapsim_tui.node_start import (
     IDLE_AFTER,
     PUBLISH_EVERY,
     NodeStartError,
@@ -168,7 +168,7 @@ def _child_main(config: NodeConfig, conn: Connection, record_frames: bool) -> No
 
 
 async def _serve(config: NodeConfig, conn: Connection, record_frames: bool) -> None:
-    from node.service import Node
+    from node.runtime.node import Node
 
     node = Node(config, record_frames=record_frames)
     try:

@@ -16,7 +16,7 @@ import asyncio
 import signal
 import sys
 
-from node.service import Node
+from node.runtime.node import Node
 from tapsim_tui.cli import build_parser, node_config_from_args
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from node.signing import content_hash
-from node.store import Store, StoredEvent
+from node.protocol.signing import content_hash
+from node.storage.store import Store, StoredEvent
 
 GROUP = "g!crash"
 

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from node.config import NodeConfig, PeerConfig
-from node.service import Node
+from node.runtime.config import NodeConfig, PeerConfig
+from node.runtime.node import Node
 
 
 def node_config(tmp: Path, name: str, *, groups=("g!test",), peers=(), **kw) -> NodeConfig:

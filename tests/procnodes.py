@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from node.fingerprint import Accumulator, event_term, fingerprint
+from node.sync.fingerprint import Accumulator, event_term, fingerprint
 from tests.nodes import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,7 +3,7 @@
 It is deliberately not a :class:`node.session.StreamSession`: tests use it to send what
 a correct session never would (skewed or replayed HELLOs, forged signatures, garbage,
 credit overflows, lines of any length) and to read exactly what the node answers.
-Frames are built from node.identity (HELLO and event signatures) and written as raw
+Frames are built from node.protocol.identity (HELLO and event signatures) and written as raw
 NDJSON; sequence numbers are counted here, and can be overridden.
 """
 
@@ -16,9 +16,9 @@ from urllib.parse import quote
 import orjson
 from ulid import ULID
 
-from node.frames import Frame, encode_frame
-from node.identity import Identity
-from node.ids import format_rfc3339
+from node.protocol.frames import Frame, encode_frame
+from node.protocol.identity import Identity
+from node.protocol.ids import format_rfc3339
 from node.transport.client import ClientStream, FederationClient
 
 FRAME_MEDIA = 'application/x-ndjson; profile="_taps.v1.frames"'

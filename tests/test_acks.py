@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.acks import InboundAcks, OutboundAcks
+from node.protocol.acks import InboundAcks, OutboundAcks
 
 
 def test_through_counts_non_event_frames_at_once():

@@ -21,8 +21,12 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.eventset import EventRecord, EventSet, MemorySource
 
-from node.antientropy import (
+from node.protocol.ids import CROCKFORD, is_ulid
+from node.sync.checkpoint import FRAME_OVERHEAD, parse_checkpoint_request, respond
+from node.sync.digest import parse_digest_query
+from node.sync.planner import (
     Done,
     Failed,
     FetchDigest,
@@ -31,11 +35,8 @@ from node.antientropy import (
     SendEvents,
     ulid_successor,
 )
-from node.checkpoint import FRAME_OVERHEAD, parse_checkpoint_request, respond
-from node.digest import parse_digest_query
-from node.eventset import EventRecord, EventSet, MemorySource
-from node.ids import CROCKFORD, is_ulid
-from node.snapshot import DIGEST_EQUAL, DIGEST_EQUIVOCATION, DIGEST_FAILED
+from node.view.builder import repair_snapshot
+from node.view.snapshot import DIGEST_EQUAL, DIGEST_EQUIVOCATION, DIGEST_FAILED
 from tests.diffsets import split_sides
 
 G = "g!test"
@@ -408,7 +409,7 @@ def test_malformed_digest_fails_cleanly(mutate, words):
     r = drive(a, b, tamper=_tamper_digest(mutate))
     assert isinstance(r.outcome, Failed)
     assert "malformed digest" in r.outcome.reason and words in r.outcome.reason
-    assert r.planner.state == DIGEST_FAILED and r.planner.snapshot().error
+    assert r.planner.state == DIGEST_FAILED and repair_snapshot(r.planner).error
     assert a.summary() == before
 
 
@@ -477,7 +478,7 @@ def test_late_and_foreign_answers_are_ignored():
     assert isinstance(done, Done)
     assert planner.on_digest(top, doc, 10, 2.0) == []
     assert planner.on_failure(top, "late", 3.0) == []
-    snap = planner.snapshot()
+    snap = repair_snapshot(planner)
     assert snap.state == DIGEST_EQUAL and snap.round_trips == 1 and snap.bytes_moved == 10
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from node.session import UP
+from node.protocol.session import UP
 from tests.chaosproxy import ChaosProxy
 from tests.nodes import start_node, streams_up, summary, wait_until
 from tests.procnodes import assert_exactly_once, db_rows

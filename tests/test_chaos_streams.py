@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from node.session import UP
+from node.protocol.session import UP
 from node.transport.client import FederationClient
 from tests.nodes import start_node, streams_up, summary, wait_until
 from tests.procnodes import ProcNode, assert_exactly_once, db_rows

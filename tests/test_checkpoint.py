@@ -10,8 +10,12 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.eventset import EventRecord, EventSet, MemorySource
 
-from node.checkpoint import (
+from node.protocol.errors import ErrorCode, ProtocolError
+from node.protocol.frames import Checkpoint, Frame, encode_frame, parse_frame
+from node.protocol.ids import CROCKFORD
+from node.sync.checkpoint import (
     EVENT_BYTES_CAP,
     MAX_FETCH,
     MAX_IDS,
@@ -24,10 +28,6 @@ from node.checkpoint import (
     request_bytes,
     respond,
 )
-from node.errors import ErrorCode, ProtocolError
-from node.eventset import EventRecord, EventSet, MemorySource
-from node.frames import Checkpoint, Frame, encode_frame, parse_frame
-from node.ids import CROCKFORD
 
 G = "g!test"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.config import ConfigError
+from node.runtime.config import ConfigError
 from tapsim_tui.cli import build_parser, node_config_from_args
 
 

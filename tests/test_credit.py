@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.credit import InboundCredit, OutboundCredit
-from node.errors import ErrorCode, ProtocolError
-from node.frames import MAX_CREDIT, Credit
+from node.protocol.credit import InboundCredit, OutboundCredit
+from node.protocol.errors import ErrorCode, ProtocolError
+from node.protocol.frames import MAX_CREDIT, Credit
 
 
 def test_credit_starts_at_zero_and_first_grant_is_the_window():

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from support.node_thread import NodeThread
 
-from node.config import NodeConfig, PeerConfig
+from node.runtime.config import NodeConfig, PeerConfig
 from tapsim_tui.app import TapsimApp
 from tapsim_tui.e2e import GroupCipher
 from tapsim_tui.nodeprocess import NodeProcess
-from tapsim_tui.runtime import NodeThread
 from widgets.streams_table import StreamsTable
 
 GROUP = "g!live"
@@ -66,7 +66,7 @@ async def test_dashboard_over_real_nodes(tmp_path, runtime):
         bob.stop()
         alice.stop()
     # What the node stored is ciphertext that only the passphrase's key opens.
-    from node.store import Store
+    from node.storage.store import Store
 
     store = Store.open(str(tmp_path / "bob" / "events.sqlite3"))
     try:

@@ -9,16 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from textual.widgets import OptionList
-
-from node import snapshot as snap
-from node.commands import AddPeer, PublishEvent, Repair, SetFault
-from tapsim_tui.app import TapsimApp, all_bindings
-from tapsim_tui.e2e import GroupCipher
-from tapsim_tui.screens.add_peer import AddPeerScreen
-from tapsim_tui.screens.filter import FilterScreen
-from tapsim_tui.screens.help import HelpScreen
-from tapsim_tui.scripted import (
+from support.scripted import (
     DEMO_GROUP,
     DEMO_PASSPHRASE,
     DEMO_PASSPHRASES,
@@ -28,6 +19,15 @@ from tapsim_tui.scripted import (
     demo_nodes,
     trouble_node,
 )
+from textual.widgets import OptionList
+
+from node.view import snapshot as snap
+from node.view.commands import AddPeer, PublishEvent, Repair, SetFault
+from tapsim_tui.app import TapsimApp, all_bindings
+from tapsim_tui.e2e import GroupCipher
+from tapsim_tui.screens.add_peer import AddPeerScreen
+from tapsim_tui.screens.filter import FilterScreen
+from tapsim_tui.screens.help import HelpScreen
 from widgets.credit_gauge import CreditGauge
 from widgets.detail_pane import DetailPane
 from widgets.fault_badges import FaultBadges

@@ -9,8 +9,7 @@ the SVGs.
 from __future__ import annotations
 
 import pytest
-
-from tapsim_tui.scripted import SCENE_SIZE, scene
+from support.scripted import SCENE_SIZE, scene
 
 
 @pytest.mark.parametrize("name", ["main", "detail", "stalled", "repair", "help"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import nacl.secret
 import pytest
 
-from node import snapshot as snap
-from node.commands import AddPeer
-from node.snapshot import FrameLogEntry, StreamSnapshot
+from node.view import snapshot as snap
+from node.view.commands import AddPeer
+from node.view.snapshot import FrameLogEntry, StreamSnapshot
 from tapsim_tui.e2e import NONCE_SIZE, GroupCipher, Keyring, group_salt
 from tapsim_tui.keymap import KeymapError, keymap_from_config, load_keymap, validate_keymap
 from tapsim_tui.screens.add_peer import check_peer

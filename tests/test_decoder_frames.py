@@ -14,9 +14,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.decoder import LineDecoder
-from node.errors import ErrorCode, ProtocolError
-from node.frames import (
+from node.protocol.decoder import LineDecoder
+from node.protocol.errors import ErrorCode, ProtocolError
+from node.protocol.frames import (
     MAX_CREDIT,
     Ack,
     Checkpoint,
@@ -31,7 +31,7 @@ from node.frames import (
     frame_from_dict,
     parse_frame,
 )
-from node.ids import CROCKFORD
+from node.protocol.ids import CROCKFORD
 
 VECTORS = Path(__file__).parent / "vectors"
 

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.eventset import EventRecord, EventSet
 
-from node.digest import (
+from node.protocol.errors import ErrorCode, ProtocolError
+from node.protocol.ids import CROCKFORD
+from node.sync.digest import (
     DEFAULT_BUCKETS,
     EMPTY_FINGERPRINT,
     DigestQuery,
@@ -20,10 +23,7 @@ from node.digest import (
     parse_digest,
     parse_digest_query,
 )
-from node.errors import ErrorCode, ProtocolError
-from node.eventset import EventRecord, EventSet
-from node.fingerprint import Accumulator, event_term
-from node.ids import CROCKFORD
+from node.sync.fingerprint import Accumulator, event_term
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "v1.json").read_text())
 U1, U2 = "01KAZ2J2NV0000000000000034", "01KAZ2JCEB000000000000003E"

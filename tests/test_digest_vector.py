@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from node.store import Store, StoredEvent
+from node.storage.store import Store, StoredEvent
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "v1.json").read_text())
 GROUP = "g!example"

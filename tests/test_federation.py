@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.snapshot import FAULT_CUT
+from node.view.snapshot import FAULT_CUT
 from tests.nodes import start_node, streams_up, summary, wait_until
 
 
@@ -119,7 +119,7 @@ async def test_outbox_fills_after_a_restart_while_the_peer_is_away(tmp_path):
 
 
 async def test_a_burst_of_publish_commands_is_authored_in_one_transaction(tmp_path):
-    from node.commands import PublishEvent
+    from node.view.commands import PublishEvent
 
     alice = await start_node(tmp_path, "alice")
     try:

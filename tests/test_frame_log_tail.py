@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from textual.app import App, ComposeResult
 
-from node.framelog import FrameLog as NodeFrameLog
-from node.snapshot import FrameLogEntry
+from node.view.framelog import FrameLog as NodeFrameLog
+from node.view.snapshot import FrameLogEntry
 from widgets.frame_log import TAIL_PER_TICK, FrameLog
 
 

@@ -14,9 +14,9 @@ import orjson
 import pytest
 from ulid import ULID
 
-from node.frames import encode_frame
-from node.identity import Identity
-from node.signing import event_string
+from node.protocol.frames import encode_frame
+from node.protocol.identity import Identity
+from node.protocol.signing import event_string
 from node.transport.client import FederationClient
 from tests.nodes import start_node, wait_until
 from tests.rawpeer import CT, RawStream, frame_line, group_path, handshake, make_identity

@@ -9,20 +9,19 @@ import stat
 
 import pytest
 
-from node import frames, signing
-from node.errors import ErrorCode, ProtocolError
-from node.identity import (
+from node.protocol import frames, signing
+from node.protocol.errors import ErrorCode, ProtocolError
+from node.protocol.identity import (
     KEY_LIFETIME,
-    SEED_FILE,
     Identity,
-    IdentityError,
     KeyDocument,
     pairing_code_for,
     parse_authorization,
     verify_key_document,
     verify_signature,
 )
-from node.ids import CROCKFORD, parse_rfc3339
+from node.protocol.ids import CROCKFORD, parse_rfc3339
+from node.runtime.seed_file import SEED_FILE, IdentityError, load_identity
 
 NOW = 1_764_126_952.123  # 2025-11-26T03:15:52.123Z
 SEED = bytes(range(32))
@@ -37,27 +36,27 @@ def make(server_id="server-alice", url="http://127.0.0.1:8448", seed=SEED, now=N
 
 def test_key_file_is_created_0600_and_reloads_the_same_key(tmp_path):
     data_dir = tmp_path / "nested" / "data"
-    first = Identity.load_or_create(data_dir, "server-alice")
+    first = load_identity(data_dir, "server-alice")
     key_file = data_dir / SEED_FILE
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert key_file.stat().st_size == 32
-    second = Identity.load_or_create(data_dir, "server-alice", "http://127.0.0.1:9000")
+    second = load_identity(data_dir, "server-alice", "http://127.0.0.1:9000")
     assert second.public_key == first.public_key
     assert second.key_id == first.key_id
     assert [p.name for p in data_dir.iterdir()] == [SEED_FILE]  # no temp file left behind
 
 
 def test_two_directories_give_two_keys(tmp_path):
-    a = Identity.load_or_create(tmp_path / "a", "server-a")
-    b = Identity.load_or_create(tmp_path / "b", "server-b")
+    a = load_identity(tmp_path / "a", "server-a")
+    b = load_identity(tmp_path / "b", "server-b")
     assert a.public_key != b.public_key
 
 
 def test_loose_key_file_mode_is_tightened(tmp_path):
-    Identity.load_or_create(tmp_path, "server-alice")
+    load_identity(tmp_path, "server-alice")
     key_file = tmp_path / SEED_FILE
     os.chmod(key_file, 0o644)
-    Identity.load_or_create(tmp_path, "server-alice")
+    load_identity(tmp_path, "server-alice")
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 
 
@@ -65,17 +64,17 @@ def test_loose_key_file_mode_is_tightened(tmp_path):
 def test_corrupt_key_file_is_a_clear_error(tmp_path, content):
     (tmp_path / SEED_FILE).write_bytes(content)
     with pytest.raises(IdentityError, match="corrupt"):
-        Identity.load_or_create(tmp_path, "server-alice")
+        load_identity(tmp_path, "server-alice")
 
 
 def test_unreadable_key_file_is_a_clear_error(tmp_path):
     (tmp_path / SEED_FILE).mkdir()  # a directory where the key should be
     with pytest.raises(IdentityError, match="identity key"):
-        Identity.load_or_create(tmp_path, "server-alice")
+        load_identity(tmp_path, "server-alice")
 
 
 def test_valid_until_defaults_to_a_year_and_renews_late(tmp_path):
-    ident = Identity.load_or_create(tmp_path, "server-alice", now=NOW)
+    ident = load_identity(tmp_path, "server-alice", now=NOW)
     assert ident.valid_until_ts == pytest.approx(NOW + KEY_LIFETIME, abs=0.001)
     assert not ident.renew_if_due(NOW + 300 * 86400)
     old_doc = ident.key_document()

@@ -10,13 +10,13 @@ import orjson
 import pytest
 from nacl.signing import SigningKey
 
-from node.errors import ErrorCode
-from node.fingerprint import event_term, fingerprint
-from node.frames import Event, parse_frame
-from node.ids import CROCKFORD
-from node.ingest import DUPLICATE, REJECTED, STORED, Ingest, check_signatures
-from node.signing import content_hash, event_string
-from node.store import Store
+from node.protocol.errors import ErrorCode
+from node.protocol.frames import Event, parse_frame
+from node.protocol.ids import CROCKFORD
+from node.protocol.signing import content_hash, event_string
+from node.storage.ingest import DUPLICATE, REJECTED, STORED, Ingest, check_signatures
+from node.storage.store import Store
+from node.sync.fingerprint import event_term, fingerprint
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "v1.json").read_text())
 SERVERS = VECTORS["servers"]

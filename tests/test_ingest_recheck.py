@@ -11,10 +11,10 @@ import base64
 
 import pytest
 
-from node.errors import ErrorCode
-from node.identity import Identity
-from node.ingest import DUPLICATE, REJECTED, Ingest
-from node.store import Store, StoredEvent
+from node.protocol.errors import ErrorCode
+from node.protocol.identity import Identity
+from node.storage.ingest import DUPLICATE, REJECTED, Ingest
+from node.storage.store import Store, StoredEvent
 
 G = "g!recheck"
 

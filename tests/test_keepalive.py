@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.keepalive import Keepalive
+from node.protocol.keepalive import Keepalive
 
 
 def test_pings_every_interval_after_start():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from node.ids import parse_rfc3339
+from node.protocol.ids import parse_rfc3339
 from tests.nodes import start_node
 
 

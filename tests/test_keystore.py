@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from node import frames, signing
-from node.errors import ErrorCode, ProtocolError
-from node.identity import Identity, KeyDocument
-from node.ids import format_rfc3339
-from node.keystore import (
+from node.protocol import frames, signing
+from node.protocol.errors import ErrorCode, ProtocolError
+from node.protocol.identity import Identity, KeyDocument
+from node.protocol.ids import format_rfc3339
+from node.protocol.keystore import (
     CONFIGURED,
     CONFIRMED,
     HELLO,

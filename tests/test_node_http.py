@@ -23,11 +23,11 @@ import orjson
 import pytest
 from ulid import ULID
 
-from node.config import PeerConfig
-from node.frames import encode_frame, parse_frame
-from node.identity import Identity, KeyDocument, verify_key_document
-from node.ids import format_rfc3339
-from node.signing import content_hash
+from node.protocol.frames import encode_frame, parse_frame
+from node.protocol.identity import Identity, KeyDocument, verify_key_document
+from node.protocol.ids import format_rfc3339
+from node.protocol.signing import content_hash
+from node.runtime.config import PeerConfig
 from node.transport import FRAME_MEDIA_TYPE, FederationClient
 from tests.nodes import start_node, streams_up, summary, wait_until
 

@@ -3,7 +3,7 @@ HELLO pins the author's key, and lose their provisional mark."""
 
 from __future__ import annotations
 
-from node.config import PeerConfig
+from node.runtime.config import PeerConfig
 from tests.nodes import start_node, streams_up, summary, wait_until
 
 

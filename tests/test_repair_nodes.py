@@ -22,12 +22,14 @@ import orjson
 import pytest
 from ulid import ULID
 
-from node.commands import AddPeer
-from node.config import PeerConfig
-from node.frames import Checkpoint, Event, Frame, encode_frame, parse_frame
-from node.identity import Identity
-from node.ids import CROCKFORD
-from node.snapshot import (
+from node.protocol.frames import Checkpoint, Event, Frame, encode_frame, parse_frame
+from node.protocol.identity import Identity
+from node.protocol.ids import CROCKFORD
+from node.runtime.config import PeerConfig
+from node.storage.store import StoredEvent
+from node.transport import FederationApp, start_server
+from node.view.commands import AddPeer
+from node.view.snapshot import (
     DIGEST_DIFFERS,
     DIGEST_EQUAL,
     DIGEST_EQUIVOCATION,
@@ -35,8 +37,6 @@ from node.snapshot import (
     DIGEST_REPAIRING,
     DIGEST_UNKNOWN,
 )
-from node.store import StoredEvent
-from node.transport import FederationApp, start_server
 from tests.diffsets import split_sides
 from tests.nodes import start_node, streams_up, wait_until
 
@@ -351,7 +351,7 @@ class HostileHandler:
         return None
 
     def open_stream(self, group_id: str):
-        from node.errors import ErrorCode, ProtocolError
+        from node.protocol.errors import ErrorCode, ProtocolError
 
         raise ProtocolError(ErrorCode.OVERLOADED, "no streams here")
 
@@ -512,7 +512,7 @@ async def test_differs_when_the_peer_never_supplies_what_it_advertises(tmp_path,
 
 def test_universe_is_validly_signed(universe):
     """The test data itself: canonical ids in order, seqs per author, real signatures."""
-    from node.identity import verify_event
+    from node.protocol.identity import verify_event
 
     ids = [e.event_id for e in universe]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)

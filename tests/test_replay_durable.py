@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from node.service import DurableReplayCache
-from node.store import Store
-from node.storethread import StoreThread
+from node.runtime.node import DurableReplayCache
+from node.storage.store import Store
+from node.storage.store_thread import StoreThread
 
 
 def test_replay_window_survives_restart(tmp_path):

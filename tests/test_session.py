@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from node.errors import ErrorCode, ProtocolError
-from node.frames import MAX_CREDIT, PROTOCOL_VERSION, Event, Frame, Hello, parse_frame
-from node.ids import CROCKFORD, format_rfc3339
-from node.session import (
+from node.protocol.errors import ErrorCode, ProtocolError
+from node.protocol.frames import MAX_CREDIT, PROTOCOL_VERSION, Event, Frame, Hello, parse_frame
+from node.protocol.ids import CROCKFORD, format_rfc3339
+from node.protocol.session import (
     CLOSED,
     CLOSING,
     HANDSHAKING,
@@ -46,7 +46,7 @@ from node.session import (
     StreamSession,
     default_new_id,
 )
-from node.signing import content_hash, hello_string, key_id_for, key_string
+from node.protocol.signing import content_hash, hello_string, key_id_for, key_string
 
 GROUP = "g!test"
 T0 = 1_760_000_000.0

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.errors import ErrorCode, ProtocolError
-from node.fingerprint import MOD, event_term, fingerprint
-from node.ids import CROCKFORD
-from node.signing import content_hash
-from node.store import Store, StoredEvent
+from node.protocol.errors import ErrorCode, ProtocolError
+from node.protocol.ids import CROCKFORD
+from node.protocol.signing import content_hash
+from node.storage.store import Store, StoredEvent
+from node.sync.fingerprint import MOD, event_term, fingerprint
 
 GROUP = "g!test"
 EMPTY_FP = fingerprint(0, 0)

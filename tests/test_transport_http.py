@@ -14,10 +14,10 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
+from support.echo import EchoHandler
 
-from node.frames import parse_frame
+from node.protocol.frames import parse_frame
 from node.transport import FRAME_MEDIA_TYPE, FederationApp, FederationClient, start_server
-from node.transport.echo import EchoHandler
 
 P = "/_taps/federation"
 CT = ("content-type", FRAME_MEDIA_TYPE)

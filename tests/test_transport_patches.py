@@ -21,10 +21,10 @@ from hypercorn.config import Config
 from hypercorn.protocol.h2 import H2Protocol
 from hypothesis import given
 from hypothesis import strategies as st
+from support.echo import EchoHandler
 
 from node.transport import FRAME_MEDIA_TYPE, FederationApp, FederationClient, start_server
 from node.transport import library_patches as patches
-from node.transport.echo import EchoHandler
 
 WAIT = 20.0
 

@@ -8,8 +8,9 @@ import socket
 from types import SimpleNamespace
 
 import pytest
+from support.echo import EchoHandler, filler_line
 
-from node.decoder import LineDecoder
+from node.protocol.decoder import LineDecoder
 from node.transport import (
     FRAME_MEDIA_TYPE,
     FederationApp,
@@ -18,7 +19,6 @@ from node.transport import (
     start_server,
 )
 from node.transport.client import STREAM_WINDOW, StreamReset
-from node.transport.echo import EchoHandler, filler_line
 from node.transport.serving import PortInUse, make_config
 
 P = "/_taps/federation/encrypted-groups"

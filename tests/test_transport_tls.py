@@ -10,6 +10,7 @@ import asyncio
 import ssl
 
 import pytest
+from support.echo import EchoHandler
 
 from node.transport import (
     FRAME_MEDIA_TYPE,
@@ -18,7 +19,6 @@ from node.transport import (
     TransportError,
     start_server,
 )
-from node.transport.echo import EchoHandler
 from tests.certs import OPENSSL, make_self_signed
 
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="openssl CLI is not installed")

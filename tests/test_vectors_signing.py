@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from node import frames, signing
-from node.identity import Identity, KeyDocument, verify_event, verify_key_document
-from node.ids import parse_rfc3339
+from node.protocol import frames, signing
+from node.protocol.identity import Identity, KeyDocument, verify_event, verify_key_document
+from node.protocol.ids import parse_rfc3339
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "v1.json").read_text())
 SERVERS = VECTORS["servers"]

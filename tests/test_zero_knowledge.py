@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import base64
 
-from node.commands import PublishEvent
-from node.service import CAPABILITIES
+from node.runtime.node import CAPABILITIES
+from node.view.commands import PublishEvent
 from tapsim_tui.e2e import GroupCipher, Keyring, _derive_key
 from tests.chaosproxy import ChaosProxy
 from tests.nodes import start_node, streams_up, summary, wait_until

@@ -11,7 +11,7 @@ from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
 
-from node.snapshot import GroupSnapshot, RepairSnapshot, StreamSnapshot
+from node.view.snapshot import GroupSnapshot, RepairSnapshot, StreamSnapshot
 from widgets.credit_gauge import CreditGauge, CreditView
 from widgets.digest_comparison import DigestComparison, DigestView
 from widgets.heartbeat_timeline import HeartbeatTimeline, HeartbeatView

@@ -12,7 +12,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from node.snapshot import AuthorRange, GroupSnapshot, RepairSnapshot
+from node.view.snapshot import AuthorRange, GroupSnapshot, RepairSnapshot
 from widgets.render import DIGEST_MARKS, short_id, short_peer
 
 NAME_W = 13

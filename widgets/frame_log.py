@@ -19,7 +19,7 @@ from rich.text import Text
 from textual.markup import escape
 from textual.widgets import RichLog
 
-from node.snapshot import FrameLogEntry
+from node.view.snapshot import FrameLogEntry
 from widgets.render import short_peer
 
 KEEP = 2000

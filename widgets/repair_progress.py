@@ -8,8 +8,8 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from node import snapshot as snap
-from node.snapshot import RepairSnapshot
+from node.view import snapshot as snap
+from node.view.snapshot import RepairSnapshot
 from widgets.render import DIGEST_MARKS, bar, fmt_age, fmt_bytes, short_peer
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from node.snapshot import StreamSnapshot
+from node.view.snapshot import StreamSnapshot
 
 HISTORY_SECONDS = 15 * 60
 HEARTBEAT_KEEP = 64

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from rich.text import Text
 from textual.widgets import DataTable
 
-from node import snapshot as snap
-from node.snapshot import StreamSnapshot
+from node.view import snapshot as snap
+from node.view.snapshot import StreamSnapshot
 from widgets.render import (
     DIGEST_MARKS,
     STATE_STYLES,

@@ -22,9 +22,9 @@ from urllib.parse import parse_qsl
 import orjson
 from ulid import ULID
 
-from node.errors import HTTP_STATUS, ErrorCode, ProtocolError, is_fatal
-from node.frames import encode_dict
-from node.ids import is_group_id, is_server_id
+from node.protocol.errors import HTTP_STATUS, ErrorCode, ProtocolError, is_fatal
+from node.protocol.frames import encode_dict
+from node.protocol.ids import is_group_id, is_server_id
 from node.transport.handler import FederationHandler, StreamEndpoint
 from node.transport.media import (
     FRAME_MEDIA_TYPE,

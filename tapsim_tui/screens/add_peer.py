@@ -11,9 +11,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
-from node.commands import AddPeer
-from node.frames import is_valid_url
-from node.ids import is_group_id
+from node.protocol.frames import is_valid_url
+from node.protocol.ids import is_group_id
+from node.view.commands import AddPeer
 
 
 def check_peer(url: str, groups_text: str) -> AddPeer | str:

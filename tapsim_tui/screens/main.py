@@ -19,9 +19,9 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer
 
-from node import snapshot as snap
-from node.commands import AddPeer, Command, PublishEvent, Repair, SetFault
-from node.snapshot import NodeSnapshot, StreamSnapshot
+from node.view import snapshot as snap
+from node.view.commands import AddPeer, Command, PublishEvent, Repair, SetFault
+from node.view.snapshot import NodeSnapshot, StreamSnapshot
 from tapsim_tui.screens.add_peer import AddPeerScreen
 from tapsim_tui.screens.filter import FilterScreen
 from widgets.detail_pane import DetailPane

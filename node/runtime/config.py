@@ -1,0 +1,151 @@
+"""What a node is told at start: who it is, where it listens, whom it federates with.
+
+Parsing and validation of user input live here (not in the CLI) so the headless
+node, the dashboard and the demo all reject bad input with the same words.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import socket
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from node.protocol.ids import is_group_id, is_server_id
+
+DEFAULT_PORT = 8448
+
+
+class ConfigError(ValueError):
+    """Bad user input, with a message fit to print as one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    url: str  # scheme://host:port, no path
+    groups: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class NodeConfig:
+    server_id: str
+    data_dir: Path
+    listen_host: str = "127.0.0.1"
+    listen_port: int = DEFAULT_PORT
+    groups: tuple[str, ...] = ()  # served and federated; empty = serve every group ("*")
+    peers: list[PeerConfig] = field(default_factory=list)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # PEM certificates trusted, besides the system's CAs, when we connect to https://
+    # peers: how a federation of self-signed certificates is verified, not skipped.
+    tls_ca: Path | None = None
+    closed: bool = False
+    ping_interval: float = 30.0
+    initial_credit_events: int = 256
+    initial_credit_bytes: int = 1 << 20
+    max_message_size: int = 65536
+    advertise_url: str | None = None  # the `url` of our key document; derived when None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+    @property
+    def supported_groups(self) -> list[str]:
+        return list(self.groups) if self.groups else ["*"]
+
+    def client_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of every outgoing connection (peers, repair, key fetches);
+        None means the client's default (system CAs only)."""
+        return _client_ssl_context(str(self.tls_ca)) if self.tls_ca else None
+
+
+@functools.lru_cache(maxsize=8)
+def _client_ssl_context(cafile: str) -> ssl.SSLContext:
+    # One context per CA file, shared by all clients: loading the system store is slow.
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    try:
+        context.load_verify_locations(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--tls-ca {cafile}: not a PEM certificate file ({exc})") from None
+    return context
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[v6]:PORT`, `:PORT` or `PORT`; port 0 picks a free port."""
+    text = value.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ConfigError(f"bad listen address {value!r}: use [IPv6]:PORT")
+    elif ":" in text:
+        host, _, port = text.rpartition(":")
+    else:
+        host, port = "", text
+    host = host or "127.0.0.1"
+    try:
+        port_no = int(port)
+    except ValueError:
+        raise ConfigError(f"bad listen address {value!r}: the port must be a number") from None
+    if not 0 <= port_no <= 65535:
+        raise ConfigError(f"bad listen address {value!r}: port out of range")
+    return host, port_no
+
+
+def parse_peer_url(value: str) -> str:
+    """A peer's base URL, normalised to scheme://host:port (the default port is 8448)."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"bad peer URL {value!r}: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"bad peer URL {value!r}: it must start with http:// or https://")
+    if not parts.hostname:
+        raise ConfigError(f"bad peer URL {value!r}: no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"bad peer URL {value!r}: give only scheme://host:port, no path")
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{port or DEFAULT_PORT}"
+
+
+def check_server_id(value: str) -> str:
+    if not is_server_id(value):
+        raise ConfigError(f"bad server id {value!r}: 1–64 characters from A-Z a-z 0-9 . _ -")
+    return value
+
+
+def check_group_id(value: str) -> str:
+    if not is_group_id(value):
+        raise ConfigError(
+            f"bad group id {value!r}: 'g!' followed by 1–128 characters from A-Z a-z 0-9 . _ -"
+        )
+    return value
+
+
+def lan_addresses() -> list[str]:
+    """IPv4 addresses of this host other than loopback, found without sending packets."""
+    found: list[str] = []
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+    except OSError:
+        infos = []
+    for info in infos:
+        addr = info[4][0]
+        if not ipaddress.ip_address(addr).is_loopback and addr not in found:
+            found.append(addr)
+    return found
+
+
+def listen_urls(scheme: str, host: str, port: int) -> list[str]:
+    """The URLs peers can use to reach a listener (every LAN address for 0.0.0.0)."""
+    if host in ("0.0.0.0", "::", ""):
+        hosts = lan_addresses() or ["127.0.0.1"]
+    else:
+        hosts = [host]
+    return [f"{scheme}://[{h}]:{port}" if ":" in h else f"{scheme}://{h}:{port}" for h in hosts]

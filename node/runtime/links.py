@@ -1,0 +1,249 @@
+"""Links to configured peers: one HTTP/2 connection each, one initiator stream per group.
+
+Each (peer, group) runs a loop: open the stream, drive a :class:`StreamRunner` over
+it until it ends, then wait out the §4.5 backoff and go again. The peer's server id
+comes from its ``GET /caps`` the first time we reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
+
+from node.protocol.backoff import Backoff
+from node.protocol.errors import ErrorCode
+from node.protocol.frames import parse_frame
+from node.protocol.ids import is_server_id
+from node.protocol.keepalive import DEAD_AFTER_INTERVALS
+from node.runtime.config import PeerConfig
+from node.transport.client import FederationClient, TransportError
+from node.transport.media import FRAME_MEDIA_TYPE
+from node.transport.routes import PREFIX, group_path
+from node.view.snapshot import BACKOFF, CONNECTING, DEAD
+
+if TYPE_CHECKING:
+    from node.runtime.node import Node
+    from node.runtime.stream_runner import StreamRunner
+
+CLOSE_GRACE = 2.0  # after we end our side, how long the peer has to end its own
+CAPS_TIMEOUT = 30.0  # GET /caps of a peer that accepted the connection
+
+
+@dataclass(slots=True)
+class LinkState:
+    """What the dashboard shows for a (peer, group) while no stream is up."""
+
+    group_id: str
+    state: str = CONNECTING
+    backoff_until: float | None = None
+    last_error: str | None = None
+    runner: StreamRunner | None = None
+    attempts: int = 0
+
+
+class PeerLink:
+    def __init__(self, node: Node, config: PeerConfig) -> None:
+        self.node = node
+        self.url = config.url
+        self.groups = list(config.groups or node.config.groups)
+        self.client = FederationClient(config.url, ssl_context=node.config.client_ssl_context())
+        self.server_id: str | None = node.peer_ids.get(config.url)  # known from a past run
+        self.links: dict[str, LinkState] = {g: LinkState(g) for g in self.groups}
+        self._backoffs: dict[str, Backoff] = {g: Backoff() for g in self.groups}
+        self._wake: dict[str, asyncio.Event] = {g: asyncio.Event() for g in self.groups}
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for group in self.groups:
+            self._tasks.append(loop.create_task(self._run(group), name=f"link {self.url} {group}"))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for link in self.links.values():
+            if link.runner is not None and not link.runner.finished:
+                link.runner.close(ErrorCode.SHUTDOWN, "server stopping")
+        for event in self._wake.values():
+            event.set()
+        if self._tasks:
+            _done, pending = await asyncio.wait(self._tasks, timeout=CLOSE_GRACE)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.client.close()
+
+    def reset_backoff(self) -> None:
+        """The peer reached us: it is up again, so retry now (§4.5)."""
+        for group in self.groups:
+            self._backoffs[group].reset()
+            self._wake[group].set()
+
+    def wake(self) -> None:
+        for event in self._wake.values():
+            event.set()
+
+    async def learn_server_id(self) -> str:
+        try:
+            async with asyncio.timeout(CAPS_TIMEOUT):
+                response = await self.client.request("GET", f"{PREFIX}/caps")
+        except TimeoutError:
+            raise TransportError(self.url, f"GET /caps: no answer in {CAPS_TIMEOUT:g} s") from None
+        if response.status != 200:
+            raise TransportError(self.url, f"GET /caps answered {response.status}")
+        try:
+            caps = orjson.loads(response.body)
+            server_id = caps["server_id"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise TransportError(self.url, "GET /caps did not return a caps document") from None
+        if not is_server_id(server_id):
+            raise TransportError(self.url, f"caps names an invalid server id {server_id!r}")
+        if server_id == self.node.server_id:
+            raise TransportError(self.url, "that URL is this node itself")
+        self.server_id = server_id
+        self.node.peer_learned(self.url, server_id)
+        return server_id
+
+    async def _run(self, group: str) -> None:
+        link = self.links[group]
+        backoff = self._backoffs[group]
+        wake = self._wake[group]
+        while not self._stopping:
+            while self.node.link_cut(self.server_id, group) and not self._stopping:
+                link.state = DEAD
+                link.last_error = "link cut (fault injection)"
+                wake.clear()
+                await wake.wait()
+            if self._stopping:
+                return
+            link.state = CONNECTING
+            link.backoff_until = None
+            link.attempts += 1
+            up_for = 0.0
+            try:
+                up_for = await self._one_stream(group, link)
+            except asyncio.CancelledError:
+                raise
+            except TransportError as exc:
+                link.last_error = exc.args[-1] if exc.args else str(exc)
+            except Exception as exc:  # never let one link's surprise kill the node
+                link.last_error = f"{type(exc).__name__}: {exc}"
+                self.node.log(f"link {self.url} {group}: unexpected {link.last_error}")
+            finally:
+                link.runner = None
+            if self._stopping:
+                return
+            # A stream that timed out on a dead TCP connection must not be retried on it.
+            silent = DEAD_AFTER_INTERVALS * self.node.config.ping_interval
+            if await self.client.discard_if_silent(silent):
+                self.node.log(f"{self.server_id or self.url}: connection silent, dropped")
+            backoff.stream_ended(up_for)
+            delay = backoff.next_delay()
+            link.state = BACKOFF
+            link.backoff_until = time.time() + delay
+            if link.last_error:
+                self.node.log(
+                    f"{self.server_id or self.url} {group}: {link.last_error}; "
+                    f"retry in {delay:.1f} s"
+                )
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), delay)
+
+    async def _one_stream(self, group: str, link: LinkState) -> float:
+        """Run one stream to its end; returns how long it was up."""
+        # Ask every time: the id known from a past run may have changed at that URL.
+        peer_id = await self.learn_server_id()
+        stream = await self.client.open_stream(
+            group_path(group, "stream"),
+            [("content-type", FRAME_MEDIA_TYPE), ("accept", FRAME_MEDIA_TYPE)],
+        )
+        runner = self.node.attach_initiator(group, peer_id, self.url)
+        link.runner = runner
+        runner.start()
+        writer = asyncio.get_running_loop().create_task(self._write(stream, runner))
+        try:
+            status, _headers = await stream.response()
+            if status != 200:
+                body = b""
+                while (chunk := await stream.read()) is not None and len(body) < 65536:
+                    body += chunk
+                raise TransportError(self.url, f"stream refused: {status} {_error_text(body)}")
+            while (chunk := await stream.read()) is not None:
+                runner.feed(chunk)
+                if runner.aborted:
+                    break
+            runner.feed_eof()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runner.done.wait(), CLOSE_GRACE)
+        finally:
+            up_at = runner.session.up_at
+            if not runner.finished:
+                runner.abort(runner.session.end_reason or "connection closed")
+            link.last_error = runner.end_reason if up_at else link.last_error
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
+            if not stream.ended:
+                stream.reset()
+        return time.time() - up_at if up_at else 0.0
+
+    async def _write(self, stream, runner: StreamRunner) -> None:
+        try:
+            while (data := await runner.outgoing()) is not None:
+                await stream.write(data)
+            if not runner.session.ended:  # aborted (link cut, node stopping): drop it now
+                stream.reset()
+                return
+            stream.end()
+            # Our side is over; the peer gets CLOSE_GRACE to end its own, then we reset.
+            await asyncio.sleep(CLOSE_GRACE)
+            stream.reset()
+        except (TransportError, OSError):
+            runner.abort("connection lost")
+
+
+def _error_text(body: bytes) -> str:
+    """The code and message of an ERROR frame body, or a hint that there was none."""
+    line = body.split(b"\n", 1)[0]
+    try:
+        frame = parse_frame(line)
+        return f"{frame.payload.code}: {frame.payload.message}"
+    except Exception:
+        return "(no ERROR frame)"
+
+
+class PeerManager:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.links: dict[str, PeerLink] = {}
+
+    def add(self, config: PeerConfig) -> PeerLink:
+        link = self.links.get(config.url)
+        if link is None:
+            link = self.links[config.url] = PeerLink(self.node, config)
+            link.start()
+        return link
+
+    def peer_connected(self, peer_id: str) -> None:
+        for link in self.links.values():
+            if link.server_id == peer_id:
+                link.reset_backoff()
+
+    def faults_changed(self) -> None:
+        for link in self.links.values():
+            link.wake()
+
+    def client_for(self, peer_id: str) -> FederationClient | None:
+        for link in self.links.values():
+            if link.server_id == peer_id:
+                return link.client
+        return None
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(link.stop() for link in self.links.values()))

@@ -1,0 +1,360 @@
+"""The asyncio shell around one :class:`~node.session.StreamSession`.
+
+The session decides everything; the runner only carries it out: it feeds the
+session bytes and the wall-clock time, hands EVENTs to the node's ingest queue and
+reports their outcomes once they are durable, arms one timer for the session's next
+deadline, pumps outgoing EVENTs while credit lasts, and gives the transport the bytes
+to write. It works the same under the server (it *is* the transport's
+``StreamEndpoint``) and under the client (a reader task calls :meth:`feed`, a writer
+task drains :meth:`outgoing`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+from node.protocol import session as s
+from node.protocol.errors import ErrorCode
+from node.protocol.session import EventTooLarge, Role, StreamSession
+from node.storage.ingest import DUPLICATE, STORED
+from node.storage.ingest import Outcome as IngestOutcome
+
+if TYPE_CHECKING:
+    from node.protocol.frames import Event
+    from node.runtime.node import Node
+
+LIVE_QUEUE_MAX = 10_000  # events kept for a peer served without an outbox (§4)
+# ... and at most this much ciphertext: a peer that stops reading must not pin every
+# event stored meanwhile (it gets what it missed through anti-entropy).
+LIVE_QUEUE_BYTES = 4 * 1024 * 1024
+# EVENT bytes sent or queued and not yet acknowledged. The pump stops here, whatever the
+# peer's CREDIT says (up to 2 GiB): hypercorn's send() does not wait while the peer's
+# HTTP/2 window is closed (an empty pop() releases the writer), so a peer that grants
+# much and reads nothing would otherwise cost all that memory. 4 MiB is the HTTP/2
+# stream window of §1, 4 × the default byte credit: never the limit for a normal peer.
+MAX_UNACKED_BYTES = 4 * 1024 * 1024
+
+
+class StreamRunner:
+    """One live stream of the node, in either role."""
+
+    def __init__(
+        self,
+        node: Node,
+        session: StreamSession,
+        *,
+        peer_url: str = "",
+        on_end: Callable[[StreamRunner], None] | None = None,
+    ) -> None:
+        self.node = node
+        self.session = session
+        self.group_id = session.config.group_id
+        self.role = session.role
+        self.peer_url = peer_url
+        self.started_at = time.time()
+        self.uses_outbox = False
+        self.finished = False  # outgoing() returned None, or the stream was aborted
+        self.aborted = False
+        self.end_reason: str | None = None
+        self._on_end = on_end
+        self._loop = asyncio.get_running_loop()
+        self.done = asyncio.Event()  # set once the runner has finished
+        self._writable = asyncio.Event()
+        self._more = asyncio.Event()  # new events to send, or new credit
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._pump_task: asyncio.Task | None = None
+        self._sent: set[str] = set()  # event ids written and not yet acknowledged
+        self._cursor = ""
+        self._rescan = False
+        self._live: deque[Event] = deque(maxlen=LIVE_QUEUE_MAX)
+        self._live_bytes = 0
+        self._held: list[tuple[int, s.Outcome]] = []  # outcomes held while ACKs are paused
+        self._acked: list[str] = []  # acknowledged, not yet removed from the outbox
+        self._acked_lock = threading.Lock()
+        self._removal_due = False  # a _remove_acked is queued on the store thread
+        self.acks_paused = False
+        self._schedule()
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def peer_id(self) -> str | None:
+        return self.session.peer_id
+
+    @property
+    def key(self) -> str:
+        return f"{self.peer_id or '?'}|{self.group_id}|{self.role.value}"
+
+    # ------------------------------------------------------------------ transport side
+
+    def start(self) -> None:
+        """Initiator: say HELLO."""
+        if self.role is Role.INITIATOR:
+            self.session.initiate(time.time())
+            self._changed()
+
+    def feed(self, data: bytes) -> None:
+        # After an orderly close of our side the peer's last ACKs still count, so only
+        # an abort stops the reading.
+        if self.aborted:
+            return
+        self._dispatch(self.session.receive_data(data, time.time()))
+
+    def feed_eof(self) -> None:
+        if self.aborted:
+            return
+        self._dispatch(self.session.receive_eof(time.time()))
+
+    async def outgoing(self) -> bytes | None:
+        session = self.session
+        while True:
+            if self.aborted:  # whatever is still queued stays in the outbox
+                return None
+            data = session.data_to_send(time.time())
+            if data:
+                return data
+            if session.ended:
+                self._finish(session.end_reason or "ended")
+                return None
+            self._writable.clear()
+            await self._writable.wait()
+
+    def abort(self, reason: str) -> None:
+        self.aborted = True
+        if not self.finished:
+            self._finish(reason)
+
+    def close(self, code: ErrorCode | None = None, message: str = "") -> None:
+        """End our side: in order, or with a fatal ERROR such as SHUTDOWN."""
+        self._dispatch(self.session.close(time.time(), code, message))
+
+    # ------------------------------------------------------------------ node side
+
+    def processed(self, sequence: int, outcome: IngestOutcome) -> None:
+        """The durable outcome of an EVENT this stream handed to the ingest queue."""
+        if self.finished:
+            return
+        if outcome.status == STORED:
+            result: s.Outcome = s.Stored(outcome.event_id, outcome.equivocation)
+        elif outcome.status == DUPLICATE:
+            result = s.Duplicate()
+        else:
+            result = s.Rejected(outcome.code or ErrorCode.INTERNAL, outcome.message)
+        if self.acks_paused:
+            self._held.append((sequence, result))
+            return
+        self._dispatch(self.session.event_processed(sequence, result, time.time()))
+
+    def pause_acks(self, paused: bool) -> None:
+        """Demo fault: hold outcomes back, so neither ACKs nor new CREDIT go out."""
+        self.acks_paused = paused
+        if not paused and self._held:
+            held, self._held = self._held, []
+            for sequence, result in held:
+                if self.finished:
+                    return
+                self._dispatch(self.session.event_processed(sequence, result, time.time()))
+
+    def notify_stored(self, events: list[Event], hop: str) -> None:
+        """Events newly stored by the node: queue them for this peer unless they came from it."""
+        if self.finished or hop == self.peer_id or self.session.state != s.UP:
+            return
+        if self.uses_outbox:
+            # The ingest transaction already put them in the outbox; rescan if any sorts
+            # before the cursor (relayed events keep their authors' older ids).
+            if any(e.event_id <= self._cursor for e in events):
+                self._rescan = True
+        else:
+            live = self._live
+            for event in events:
+                if len(live) == LIVE_QUEUE_MAX:
+                    self._live_bytes -= len(live[0].ciphertext)
+                live.append(event)
+                self._live_bytes += len(event.ciphertext)
+            while self._live_bytes > LIVE_QUEUE_BYTES and len(live) > 1:
+                self._live_bytes -= len(live.popleft().ciphertext)
+        self._more.set()
+
+    # ------------------------------------------------------------------ internals
+
+    def _dispatch(self, events: list) -> None:
+        node = self.node
+        for ev in events:
+            kind = type(ev)
+            if kind is s.EventReceived:
+                node.ingest_queue.submit(
+                    self.group_id,
+                    ev.event,
+                    self.peer_id or "",
+                    partial(self.processed, ev.sequence),
+                )
+            elif kind is s.EventsAcknowledged:
+                self._acknowledged(ev.event_ids)
+                self._more.set()  # the pump may be waiting under MAX_UNACKED_BYTES
+            elif kind is s.CreditAvailable:
+                self._more.set()
+            elif kind is s.HandshakeComplete:
+                self._handshake_complete()
+            elif kind is s.StreamEnded:
+                self.end_reason = ev.reason
+                node.stream_event(self, ev)
+            else:
+                node.stream_event(self, ev)
+        self._changed()
+
+    def _changed(self) -> None:
+        self._writable.set()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        deadline = self.session.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None and not self.finished:
+            delay = max(0.0, deadline - time.time())
+            self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self.finished:
+            return
+        self._dispatch(self.session.tick(time.time()))
+
+    def _handshake_complete(self) -> None:
+        self.uses_outbox = self.node.stream_up(self)
+        self._pump_task = self._loop.create_task(self._pump(), name=f"pump {self.key}")
+
+    def _acknowledged(self, event_ids: list[str]) -> None:
+        sent = self._sent
+        for e in event_ids:
+            sent.discard(e)
+        if self.uses_outbox and event_ids:
+            # Coalesced: ACKs come every 32 events or 5 ms, and each removal is a commit
+            # (an fsync) on the store thread that also serves this stream's next batch.
+            # One removal takes whatever was acknowledged until it runs; the store thread
+            # runs in submission order, so a later outbox read never sees these ids.
+            with self._acked_lock:
+                self._acked.extend(event_ids)
+                first = not self._removal_due
+                self._removal_due = True
+            if first:
+                self.node.store_thread.submit(self._remove_acked)
+
+    def _remove_acked(self) -> None:
+        """On the store thread: drop what the peer acknowledged from its outbox."""
+        with self._acked_lock:
+            ids, self._acked = self._acked, []
+            self._removal_due = False
+        if not ids:
+            return
+        try:
+            self.node.store.outbox_remove(self.peer_id or "", self.group_id, ids)
+        except Exception as exc:
+            # e.g. a busy database: keep them for the next ACK's removal (replayed ids
+            # are harmless: receivers deduplicate).
+            with self._acked_lock:
+                self._acked[:0] = ids
+            self.node.log(f"{self.key}: outbox removal failed ({exc}); will retry")
+
+    async def _pump(self) -> None:
+        """Send the outbox (replay in event_id order, then new events) while credit lasts."""
+        session = self.session
+        try:
+            while not self.finished and session.state == s.UP and not session.ended:
+                if session.credit_out_events <= 0 or session.unacked_bytes >= MAX_UNACKED_BYTES:
+                    self._more.clear()
+                    await self._more.wait()
+                    continue
+                batch = await self._next_batch(session.credit_out_events)
+                if self.finished:
+                    return
+                if not batch:
+                    if self._rescan:
+                        self._rescan = False
+                        self._cursor = ""
+                        continue
+                    self._more.clear()
+                    await self._more.wait()
+                    continue
+                now = time.time()
+                progressed = 0
+                for i, event in enumerate(batch):
+                    try:
+                        ok = session.unacked_bytes < MAX_UNACKED_BYTES and session.send_event(
+                            event, now
+                        )
+                    except EventTooLarge as exc:
+                        self.node.log(f"{self.key}: dropped {event.event_id}: {exc}")
+                        self._acknowledged([event.event_id])
+                        progressed += 1
+                        continue
+                    if not ok:
+                        if not self.uses_outbox:
+                            self._unpop_live(batch[i:])
+                        break
+                    progressed += 1
+                    self._sent.add(event.event_id)
+                    if self.uses_outbox and event.event_id > self._cursor:
+                        self._cursor = event.event_id
+                self._changed()
+                if not progressed:  # no byte credit, or too much unacknowledged: wait
+                    self._more.clear()
+                    await self._more.wait()
+        except asyncio.CancelledError:
+            pass
+
+    def _unpop_live(self, events: list[Event]) -> None:
+        """Put live events that did not fit back in front, in order (a full queue drops
+        its newest, as it would have on arrival)."""
+        live = self._live
+        for event in reversed(events):
+            if len(live) == LIVE_QUEUE_MAX:
+                self._live_bytes -= len(live.pop().ciphertext)
+            live.appendleft(event)
+            self._live_bytes += len(event.ciphertext)
+
+    async def _next_batch(self, room: int) -> list[Event]:
+        if not self.uses_outbox:
+            out = []
+            live = self._live
+            while live and len(out) < room:
+                out.append(live.popleft())
+            self._live_bytes -= sum(len(e.ciphertext) for e in out)
+            return out
+        limit = min(room, 512)
+        rows = await self.node.outbox_pending(
+            self.peer_id or "", self.group_id, self._cursor, limit + len(self._sent)
+        )
+        sent = self._sent
+        out = [ev for ev in rows if ev.event_id not in sent]
+        if not out and rows:
+            self._cursor = rows[-1].event_id
+            return await self._next_batch(room)
+        return out[:limit]
+
+    def _finish(self, reason: str) -> None:
+        self.finished = True
+        self.end_reason = self.end_reason or reason
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+        self._writable.set()
+        self._more.set()
+        self.done.set()
+        if self._on_end is not None:
+            callback, self._on_end = self._on_end, None
+            callback(self)

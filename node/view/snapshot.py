@@ -1,0 +1,177 @@
+"""Immutable pictures of the node for the dashboard, taken at up to 10 Hz.
+
+The node builds these by value on its own loop; the dashboard reads them on its
+own thread and never touches sockets, sessions or the store. Everything here is
+frozen so a snapshot can cross threads without locks. Times are wall-clock
+seconds (``time.time()``) so the UI can show ages without knowing the node's clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from node.sync.planner import RepairState
+
+
+class StreamState(StrEnum):
+    """A (peer, group, role) stream or link, in the words the dashboard shows."""
+
+    CONNECTING = "connecting"
+    HANDSHAKING = "handshaking"
+    UP = "up"
+    STALLED = "stalled"
+    DEAD = "dead"
+    BACKOFF = "backoff"
+    CLOSED = "closed"
+
+
+class Fault(StrEnum):
+    """Fault injections a demo can switch on per link."""
+
+    CUT = "cut"
+    ACK_PAUSED = "ack_paused"
+    CREDIT_ONE = "credit_one"
+
+
+CONNECTING = StreamState.CONNECTING
+HANDSHAKING = StreamState.HANDSHAKING
+UP = StreamState.UP
+STALLED = StreamState.STALLED
+DEAD = StreamState.DEAD
+BACKOFF = StreamState.BACKOFF
+CLOSED = StreamState.CLOSED
+
+# Digest states per peer and group (§5): the repair planner's states.
+DIGEST_UNKNOWN = RepairState.UNKNOWN
+DIGEST_EQUAL = RepairState.EQUAL
+DIGEST_DIFFERS = RepairState.DIFFERS
+DIGEST_REPAIRING = RepairState.REPAIRING
+DIGEST_FAILED = RepairState.FAILED
+DIGEST_EQUIVOCATION = RepairState.EQUIVOCATION
+
+FAULT_CUT = Fault.CUT
+FAULT_ACK_PAUSED = Fault.ACK_PAUSED
+FAULT_CREDIT_ONE = Fault.CREDIT_ONE
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSnapshot:
+    key: str  # stable across reconnects: "{peer_id}|{group_id}|{role}"
+    peer_id: str
+    peer_url: str
+    group_id: str
+    role: str  # "initiator" | "acceptor"
+    state: str
+    backoff_until: float | None = None
+    rtt_ms: float | None = None
+    rtt_history: tuple[float, ...] = ()  # (ms) most recent last
+    ack_lag_history: tuple[float, ...] = ()  # (ms) most recent last
+    frames_in_per_s: float = 0.0
+    frames_out_per_s: float = 0.0
+    # Credit we may still spend sending to the peer (granted by the peer, minus used).
+    credit_out_events: int = 0
+    credit_out_bytes: int = 0
+    # Credit the peer may still spend sending to us (granted by us, minus used).
+    credit_in_events: int = 0
+    credit_in_bytes: int = 0
+    window_events: int = 256
+    window_bytes: int = 1 << 20
+    last_grant_received_at: float | None = None
+    last_grant_sent_at: float | None = None
+    unacked: int = 0  # events we sent that the peer has not acknowledged
+    ack_lag_ms: float | None = None  # age of our oldest unacknowledged event
+    outbox: int = 0  # events queued for this peer and group, durable
+    last_read_at: float | None = None
+    last_ping_sent_at: float | None = None
+    last_pong_at: float | None = None
+    pings_sent: int = 0
+    pongs_received: int = 0
+    missed_pongs: int = 0
+    events_in: int = 0
+    events_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    connected_at: float | None = None
+    last_error: str | None = None
+    faults: frozenset[str] = frozenset()
+    digest_state: str = DIGEST_UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorRange:
+    author: str
+    max_seq: int
+    contiguous_seq: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSnapshot:
+    group_id: str
+    count: int
+    fingerprint: str
+    authors: tuple[AuthorRange, ...] = ()
+    equivocating: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RepairSnapshot:
+    peer_id: str
+    group_id: str
+    state: str  # one of the DIGEST_* states
+    started_at: float | None = None
+    finished_at: float | None = None
+    round_trips: int = 0
+    ranges_compared: int = 0
+    events_fetched: int = 0
+    events_sent: int = 0
+    bytes_moved: int = 0
+    local_count: int | None = None
+    remote_count: int | None = None
+    local_fingerprint: str | None = None
+    remote_fingerprint: str | None = None
+    local_authors: tuple[AuthorRange, ...] = ()
+    remote_authors: tuple[AuthorRange, ...] = ()
+    mismatching_ranges: tuple[tuple[str, str], ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FrameLogEntry:
+    index: int  # strictly increasing over the node's life: the UI's cursor
+    at: float
+    direction: str  # "in" | "out"
+    peer_id: str
+    group_id: str
+    type: str
+    sequence: int
+    size: int
+    summary: str
+    is_error: bool = False
+    event_id: str | None = None
+    ciphertext: str | None = None  # base64, EVENT frames only, for clients holding the key
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfigSnapshot:
+    url: str
+    server_id: str | None
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSnapshot:
+    taken_at: float
+    server_id: str
+    listen_urls: tuple[str, ...]
+    key_id: str
+    pairing_code: str  # short, readable aloud: derived from the public key
+    started_at: float
+    streams: tuple[StreamSnapshot, ...] = ()
+    groups: tuple[GroupSnapshot, ...] = ()
+    repairs: tuple[RepairSnapshot, ...] = ()
+    peers: tuple[PeerConfigSnapshot, ...] = ()
+    frame_log: tuple[FrameLogEntry, ...] = ()  # the newest entries, oldest first
+    counters: dict[str, int] = field(default_factory=dict)
+    log_lines: tuple[str, ...] = ()  # notable events in words, newest last
