@@ -68,7 +68,7 @@ def stored(handle: NodeThread | ChildNode) -> int:
     if isinstance(handle, ChildNode):  # from the snapshots it pushes (10 Hz)
         return handle.snapshot().counters.get("events_stored", 0)
     node = handle._node  # a plain int read across threads; no snapshot is built for it
-    return node.counters["events_stored"] if node is not None else 0
+    return node.counters.events_stored if node is not None else 0
 
 
 async def measure_rate(handle: NodeThread, target: int, timeout: float = 180) -> float:

@@ -34,7 +34,7 @@ async def main(count: int, batch: int, pause: float, node_args: list[str]) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    while config.peers and not node.relay_peers(group) and not stop.is_set():
+    while config.peers and not node.directory.relay_peers(group) and not stop.is_set():
         await asyncio.sleep(0.01)  # the outbox needs the peer's server id (GET /caps)
     done = 0
     while done < count and not stop.is_set():

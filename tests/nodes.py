@@ -49,5 +49,5 @@ def summary(node: Node, group: str = "g!test") -> tuple[int, str]:
 def streams_up(node: Node, peer: str, group: str = "g!test") -> bool:
     return any(
         r.peer_id == peer and r.group_id == group and r.session.state == "up" and not r.finished
-        for r in node.runners
+        for r in node.streams
     )

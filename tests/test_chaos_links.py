@@ -21,7 +21,7 @@ GROUP = "g!test"
 
 def runner_to(node, peer: str):
     return next(
-        (r for r in node.runners if r.peer_id == peer and not r.finished and r.session.state == UP),
+        (r for r in node.streams if r.peer_id == peer and not r.finished and r.session.state == UP),
         None,
     )
 
@@ -62,7 +62,7 @@ async def test_repeated_link_cuts_during_a_burst_lose_and_duplicate_nothing(tmp_
         await wait_until(lambda: bob.store.outbox_count("alice", GROUP) == 0, 60, "outbox drained")
         assert summary(alice) == summary(bob)
         assert proxy.connections >= 4
-        assert bob.counters["streams_initiated"] >= 4
+        assert bob.counters.streams_initiated >= 4
         await stop_and_check_exactly_once(alice, bob, {"bob": n})
     finally:
         await bob.stop()
@@ -85,11 +85,11 @@ async def test_dead_peer_is_detected_after_three_ping_intervals_and_bob_reconnec
         detected = time.monotonic() - frozen_at
         assert 2.5 <= detected <= 5.0, detected  # 3 × ping interval of 1 s
         assert first.session.end_code.value == "TIMEOUT"
-        assert any("TIMEOUT to alice" in line for line in bob.log_lines)
+        assert any("TIMEOUT to alice" in line for line in bob.log.lines)
         # Bob reconnects (new TCP connection, after a backoff) and delivers what he wrote.
         await bob.publish(GROUP, b"after the silence")
         await wait_until(lambda: runner_to(bob, "alice") not in (None, first), 15, "reconnect")
-        assert any("connection silent, dropped" in line for line in bob.log_lines)
+        assert any("connection silent, dropped" in line for line in bob.log.lines)
         again = runner_to(bob, "alice")
         assert again.started_at - frozen_at >= detected + 0.3  # waited out a backoff
         assert proxy.connections == 2
@@ -129,7 +129,7 @@ async def test_no_false_timeout_during_a_slow_bulk_transfer(tmp_path):
         assert runner_to(bob, "alice") is sender and runner_to(alice, "bob") is receiver
         assert not sender.finished and not receiver.finished
         assert sender.session.counters.bytes_out > 16_000_000
-        assert not [line for line in bob.log_lines + alice.log_lines if "TIMEOUT" in line]
+        assert not [line for line in [*bob.log.lines, *alice.log.lines] if "TIMEOUT" in line]
         await stop_and_check_exactly_once(alice, bob, {"bob": count})
     finally:
         await bob.stop()

@@ -31,9 +31,9 @@ async def test_100_concurrent_group_streams_on_one_connection(tmp_path):
             lambda: all(streams_up(bob, "alice", g) for g in groups), 30, "100 streams up"
         )
         conn = await bob.peers.links[alice.url].client.connection()
-        assert sum(1 for r in bob.runners if r.peer_id == "alice") == 100
+        assert sum(1 for r in bob.streams if r.peer_id == "alice") == 100
         assert conn.h2.open_outbound_streams >= 100 - 1  # a repair may hold a slot
-        before = alice.counters["streams_accepted"]
+        before = alice.counters.streams_accepted
 
         async def group_burst(g: str) -> None:
             for i in range(0, 20, 5):
@@ -46,7 +46,7 @@ async def test_100_concurrent_group_streams_on_one_connection(tmp_path):
         assert all(summary(alice, g) == summary(bob, g) for g in groups)
         # One connection carried it all, and no stream had to be re-opened.
         assert await bob.peers.links[alice.url].client.connection() is conn
-        assert alice.counters["streams_accepted"] == before == 100
+        assert alice.counters.streams_accepted == before == 100
         await wait_until(
             lambda: all(bob.store.outbox_count("alice", g) == 0 for g in groups), 30, "acked"
         )
@@ -61,8 +61,8 @@ async def test_one_event_credit_window_over_a_longer_run(tmp_path):
     bob = await start_node(tmp_path, "bob", peers=[alice.url], initial_credit_events=1)
     try:
         await wait_until(lambda: streams_up(bob, "alice"), what="up")
-        sender = next(r for r in bob.runners if r.peer_id == "alice")
-        receiver = next(r for r in alice.runners if r.peer_id == "bob")
+        sender = next(r for r in bob.streams if r.peer_id == "alice")
+        receiver = next(r for r in alice.streams if r.peer_id == "bob")
         most_credit = most_in_flight = 0
 
         async def watch() -> None:

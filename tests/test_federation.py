@@ -33,7 +33,7 @@ async def test_handshake_and_events_both_ways(pair):
 async def test_ping_pong_measures_rtt(pair):
     _alice, bob = pair
     await wait_until(lambda: streams_up(bob, "alice"), what="up")
-    runner = next(r for r in bob.runners if r.peer_id == "alice")
+    runner = next(r for r in bob.streams if r.peer_id == "alice")
     await wait_until(lambda: runner.session.rtt is not None, timeout=10, what="an RTT sample")
     assert 0 < runner.session.rtt < 1.0
     assert runner.session.pongs_received >= 1
@@ -60,7 +60,7 @@ async def test_one_event_credit_window_still_delivers_everything(tmp_path):
     bob = await start_node(tmp_path, "bob", peers=[alice.url], initial_credit_events=1)
     try:
         await wait_until(lambda: streams_up(bob, "alice"), what="up")
-        runner = next(r for r in bob.runners if r.peer_id == "alice")
+        runner = next(r for r in bob.streams if r.peer_id == "alice")
         for i in range(50):
             await bob.publish("g!test", b"tiny window %d" % i)
         await wait_until(lambda: summary(alice)[0] == 50, what="50 events at alice")
@@ -75,14 +75,14 @@ async def test_one_event_credit_window_still_delivers_everything(tmp_path):
 async def test_cut_link_then_replay_from_outbox(pair):
     alice, bob = pair
     await wait_until(lambda: streams_up(bob, "alice"), what="up")
-    key = next(r.key for r in bob.runners if r.peer_id == "alice")
-    bob.set_fault(key, FAULT_CUT, True)
+    key = next(r.key for r in bob.streams if r.peer_id == "alice")
+    bob.faults.set(key, FAULT_CUT, True)
     await wait_until(lambda: not streams_up(bob, "alice"), what="link cut")
     for i in range(30):
         await bob.publish("g!test", b"while cut %d" % i)
     assert bob.store.outbox_count("alice", "g!test") == 30
     assert summary(alice)[0] == 0
-    bob.set_fault(key, FAULT_CUT, False)
+    bob.faults.set(key, FAULT_CUT, False)
     await wait_until(lambda: summary(alice)[0] == 30, what="replay after the cut")
     await wait_until(lambda: bob.store.outbox_count("alice", "g!test") == 0, what="outbox drained")
     assert summary(alice) == summary(bob)
@@ -123,14 +123,14 @@ async def test_a_burst_of_publish_commands_is_authored_in_one_transaction(tmp_pa
 
     alice = await start_node(tmp_path, "alice")
     try:
-        calls = []  # one call of _author_events is one transaction on the store thread
-        original = alice._author_events
+        calls = []  # one call of Publisher._author is one transaction on the store thread
+        original = alice.publisher._author
 
         def counting(*args):
             calls.append(len(args[1]))
             return original(*args)
 
-        alice._author_events = counting
+        alice.publisher._author = counting
         for i in range(100):
             alice.execute(PublishEvent("g!test", b"burst %d" % i))
         await wait_until(lambda: summary(alice)[0] == 100, what="100 events")

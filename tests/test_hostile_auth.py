@@ -249,7 +249,7 @@ async def test_closed_node_refuses_an_unknown_server(tmp_path):
         assert node.store.count(GROUP) == 0
         # The configured peer is let in.
         await wait_until(
-            lambda: any(r.peer_id == "friend" and r.session.state == "up" for r in node.runners),
+            lambda: any(r.peer_id == "friend" and r.session.state == "up" for r in node.streams),
             what="fortress → friend up",
         )
     finally:

@@ -52,7 +52,7 @@ async def test_hostile_stream_input_is_refused_and_the_node_stays_up(tmp_path):
     mallory = make_identity("mallory", 9)
     try:
         await wait_until(lambda: streams_up(good, "target"), what="honest stream up")
-        honest = next(r for r in good.runners if r.peer_id == "target")
+        honest = next(r for r in good.streams if r.peer_id == "target")
         baseline = target.rss()
 
         # Opened first, checked last: a stream that never says HELLO is ended after 10 s.
@@ -165,7 +165,7 @@ async def test_hostile_stream_input_is_refused_and_the_node_stays_up(tmp_path):
         assert r.status == 200
         growth = target.rss() - baseline
         assert growth < 64 * MB, f"target grew by {growth / 1e6:.1f} MB"
-        assert not honest.finished and good.counters["streams_initiated"] == 1
+        assert not honest.finished and good.counters.streams_initiated == 1
         assert target.has_line("BAD_JSON to ?") and target.has_line("MESSAGE_TOO_LARGE to ?")
     finally:
         with contextlib.suppress(Exception):

@@ -13,9 +13,9 @@ async def test_the_daily_check_renews_a_document_near_expiry(tmp_path):
     try:
         node.identity._valid_until_ts = time.time() + 3600  # an hour of validity left
         node._renew_key()
-        doc = node.key_current()
+        doc = node.identity.key_document().to_dict()
         assert parse_rfc3339(doc["valid_until"]) > time.time() + 300 * 86400
         assert node.keystore.document("alice") == doc  # our own pin follows the renewal
-        assert any("key document renewed" in line for line in node.log_lines)
+        assert any("key document renewed" in line for line in node.log.lines)
     finally:
         await node.stop()

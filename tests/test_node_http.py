@@ -378,7 +378,7 @@ async def test_send_content_rejections(alice):
     assert error_of(r)["ref"] == fid and error_of(r)["fatal"] is False
 
     assert summary(alice.node)[0] == 0
-    assert alice.node.counters["events_rejected"] >= 4
+    assert alice.node.counters.events_rejected >= 4
 
 
 async def test_equivocation_on_send_keeps_the_lower_hash(alice):
@@ -470,17 +470,17 @@ async def test_closed_node(tmp_path):
         await wait_until(
             lambda: any(
                 r.peer_id == "bob" and r.role.value == "acceptor" and r.session.state == "up"
-                for r in alice.runners
+                for r in alice.streams
             ),
             what="alice accepting bob's stream",
         )
         await wait_until(
-            lambda: any("AUTH_FAILED" in line for line in carol.log_lines),
+            lambda: any("AUTH_FAILED" in line for line in carol.log.lines),
             what="carol refused with AUTH_FAILED",
         )
-        assert any("AUTH_FAILED to" in line and "carol" in line for line in alice.log_lines)
+        assert any("AUTH_FAILED to" in line and "carol" in line for line in alice.log.lines)
         assert not streams_up(alice, "carol")
-        assert not any(r.peer_id == "carol" and r.session.state == "up" for r in alice.runners)
+        assert not any(r.peer_id == "carol" and r.session.state == "up" for r in alice.streams)
 
         async with FederationClient(alice.url) as client:
             line, _, eid = event_line(bob.identity, 1000, b"closed world")

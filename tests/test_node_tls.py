@@ -85,7 +85,7 @@ async def test_an_untrusted_certificate_is_refused(tmp_path, cert):
         link = bob.peers.links[alice.url].links[G]
         await wait_until(lambda: link.last_error is not None, what="a connection error")
         assert "CERTIFICATE_VERIFY_FAILED" in link.last_error, link.last_error
-        assert not streams_up(bob, "alice") and alice.counters["streams_accepted"] == 0
+        assert not streams_up(bob, "alice") and alice.counters.streams_accepted == 0
     finally:
         await bob.stop()
         await alice.stop()

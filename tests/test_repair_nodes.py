@@ -246,7 +246,7 @@ async def test_equivocation_stays_flagged_and_does_not_loop(pair, universe, repa
         assert group.equivocating == (victim.author,)
     repair = next(r for r in alice.snapshot().repairs if r.peer_id == "bob")
     assert repair.state == DIGEST_EQUIVOCATION
-    assert any("EQUIVOCATION" in line or "equivocation" in line for line in alice.log_lines)
+    assert any("EQUIVOCATION" in line or "equivocation" in line for line in alice.log.lines)
     # A later repair has nothing left to do and ends at once; the flag stays.
     again = await repair_once(alice, "bob")
     assert again.round_trips == 1
@@ -474,7 +474,7 @@ async def test_malformed_peer_ends_the_repair_cleanly(
 
         assert snap.state == DIGEST_FAILED
         assert snap.error and words in snap.error, snap.error
-        assert any("repair mallory" in line and words in line for line in node.log_lines)
+        assert any("repair mallory" in line and words in line for line in node.log.lines)
         assert node.repairs.state_of("mallory", G) == DIGEST_FAILED
         assert repair_snapshot(node, "mallory").state == DIGEST_FAILED
         # Nothing of a failed exchange is stored, even the valid events before the bad line.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node.runtime.node import DurableReplayCache
+from node.runtime.replay_cache import DurableReplayCache
 from node.storage.store import Store
 from node.storage.store_thread import StoreThread
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 
-from node.runtime.node import CAPABILITIES
+from node.runtime.federation import CAPABILITIES
 from node.view.commands import PublishEvent
 from tapsim_tui.e2e import GroupCipher, Keyring, _derive_key
 from tests.chaosproxy import ChaosProxy

@@ -11,34 +11,41 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 from urllib.parse import quote
 
 import orjson
 
 from node.protocol.errors import ProtocolError
 from node.protocol.identity import KeyDocument, verify_key_document
-from node.transport.client import FederationClient, TransportError
+from node.protocol.keystore import KeyStore
+from node.runtime.clients import ClientPool
+from node.runtime.directory import PeerDirectory
+from node.transport.client import TransportError
 from node.transport.routes import PREFIX
-
-if TYPE_CHECKING:
-    from node.runtime.node import Node
 
 FETCH_TIMEOUT = 10.0
 
 
 class KeyFetcher:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(
+        self,
+        server_id: str,
+        keystore: KeyStore,
+        directory: PeerDirectory,
+        clients: ClientPool,
+        log: Callable[[str], None],
+    ) -> None:
+        self._server_id = server_id
+        self._keystore = keystore
+        self._directory = directory
+        self._clients = clients
+        self._log = log
         self._inflight: dict[str, asyncio.Future[bool]] = {}
 
     def missing(self, author: str, hop: str) -> bool:
         """True when ``author``'s events cannot be verified yet and the hop may know."""
-        return (
-            author != hop
-            and author != self.node.server_id
-            and (self.node.keystore.pin(author) is None)
-        )
+        return author != hop and author != self._server_id and self._keystore.pin(author) is None
 
     async def fetch(self, author: str, hop: str) -> bool:
         """Fetch and pin ``author``'s key through ``hop``; one fetch per author at a time."""
@@ -49,44 +56,29 @@ class KeyFetcher:
             future.add_done_callback(lambda _f: self._inflight.pop(author, None))
         return await asyncio.shield(future)
 
-    def _hop_url(self, hop: str) -> str | None:
-        node = self.node
-        for url, sid in node.peer_ids.items():
-            if sid == hop:
-                return url
-        doc = node.keystore.document(hop)
-        return doc.get("url") or None if doc else None
-
     async def _get_json(self, base_url: str, path: str) -> dict | None:
-        client = FederationClient(
-            base_url,
-            ssl_context=self.node.config.client_ssl_context(),
-            connect_timeout=FETCH_TIMEOUT,
-        )
-        try:
-            async with asyncio.timeout(FETCH_TIMEOUT):
-                response = await client.request("GET", path)
-        finally:
-            await client.close()
+        client = self._clients.for_url(base_url)
+        async with asyncio.timeout(FETCH_TIMEOUT):
+            response = await client.request("GET", path)
         if response.status != 200:
             return None
         value = orjson.loads(response.body)
         return value if isinstance(value, dict) else None
 
     async def _fetch(self, author: str, hop: str) -> bool:
-        node = self.node
-        hop_url = self._hop_url(hop)
+        log = self._log
+        hop_url = self._directory.url_of(hop)
         if not hop_url:
-            node.log(f"key of {author}: no URL known for hop {hop}")
+            log(f"key of {author}: no URL known for hop {hop}")
             return False
         try:
             raw = await self._get_json(hop_url, f"{PREFIX}/keys/{quote(author, safe='')}")
             if raw is None:
-                node.log(f"key of {author}: {hop} does not know it")
+                log(f"key of {author}: {hop} does not know it")
                 return False
             doc = KeyDocument.from_dict(raw)
             if doc.server_id != author:
-                node.log(f"key of {author}: {hop} answered a document for {doc.server_id}")
+                log(f"key of {author}: {hop} answered a document for {doc.server_id}")
                 return False
             now = time.time()
             verify_key_document(doc, now)
@@ -98,18 +90,18 @@ class KeyFetcher:
                     confirmed = None
             if confirmed is not None:
                 if confirmed.get("public_key") != doc.public_key_b64:
-                    node.log(f"key of {author}: its own server shows another key; refused")
+                    log(f"key of {author}: its own server shows another key; refused")
                     return False
-                node.keystore.pin_confirmed(doc, now)
-                node.log(f"key of {author} pinned ({doc.key_id}, via {hop}, confirmed)")
+                self._keystore.pin_confirmed(doc, now)
+                log(f"key of {author} pinned ({doc.key_id}, via {hop}, confirmed)")
             else:
-                node.keystore.pin_provisional(doc, now, hop)
-                node.log(f"key of {author} pinned provisionally ({doc.key_id}, via {hop})")
+                self._keystore.pin_provisional(doc, now, hop)
+                log(f"key of {author} pinned provisionally ({doc.key_id}, via {hop})")
             return True
         except (TransportError, OSError, TimeoutError, orjson.JSONDecodeError) as exc:
-            node.log(f"key of {author} via {hop}: {exc}")
+            log(f"key of {author} via {hop}: {exc}")
         except ProtocolError as exc:
-            node.log(f"key of {author} via {hop} refused: {exc.message}")
+            log(f"key of {author} via {hop} refused: {exc.message}")
         except (ValueError, UnicodeError) as exc:  # e.g. a signed but unusable url
-            node.log(f"key of {author} via {hop}: unusable document ({exc})")
+            log(f"key of {author} via {hop}: unusable document ({exc})")
         return False

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import orjson
 
@@ -20,18 +20,43 @@ from node.protocol.errors import ErrorCode
 from node.protocol.frames import parse_frame
 from node.protocol.ids import is_server_id
 from node.protocol.keepalive import DEAD_AFTER_INTERVALS
+from node.runtime.clients import ClientPool
 from node.runtime.config import PeerConfig
-from node.transport.client import FederationClient, TransportError
+from node.runtime.directory import PeerDirectory
+from node.runtime.stream_runner import StreamRunner
+from node.transport.client import TransportError
 from node.transport.media import FRAME_MEDIA_TYPE
 from node.transport.routes import PREFIX, group_path
 from node.view.snapshot import BACKOFF, CONNECTING, DEAD
 
-if TYPE_CHECKING:
-    from node.runtime.node import Node
-    from node.runtime.stream_runner import StreamRunner
-
 CLOSE_GRACE = 2.0  # after we end our side, how long the peer has to end its own
 CAPS_TIMEOUT = 30.0  # GET /caps of a peer that accepted the connection
+
+
+@dataclass(frozen=True, slots=True)
+class LinkPorts:
+    """What the links use of the node."""
+
+    server_id: str
+    default_groups: tuple[str, ...]
+    ping_interval: float
+    clients: ClientPool
+    directory: PeerDirectory
+    link_cut: Callable[[str | None, str], bool]
+    open_initiator: Callable[[str, str, str], StreamRunner]  # (group, peer id, url)
+    log: Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatus:
+    """A link's state by value, for the snapshot (node.view.builder.LinkView)."""
+
+    peer_id: str | None
+    url: str
+    group_id: str
+    state: str
+    backoff_until: float | None
+    last_error: str | None
 
 
 @dataclass(slots=True)
@@ -47,12 +72,12 @@ class LinkState:
 
 
 class PeerLink:
-    def __init__(self, node: Node, config: PeerConfig) -> None:
-        self.node = node
+    def __init__(self, ports: LinkPorts, config: PeerConfig) -> None:
+        self._ports = ports
         self.url = config.url
-        self.groups = list(config.groups or node.config.groups)
-        self.client = FederationClient(config.url, ssl_context=node.config.client_ssl_context())
-        self.server_id: str | None = node.peer_ids.get(config.url)  # known from a past run
+        self.groups = list(config.groups or ports.default_groups)
+        self.client = ports.clients.for_url(config.url)
+        self.server_id: str | None = ports.directory.ids.get(config.url)  # from a past run
         self.links: dict[str, LinkState] = {g: LinkState(g) for g in self.groups}
         self._backoffs: dict[str, Backoff] = {g: Backoff() for g in self.groups}
         self._wake: dict[str, asyncio.Event] = {g: asyncio.Event() for g in self.groups}
@@ -76,7 +101,6 @@ class PeerLink:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        await self.client.close()
 
     def reset_backoff(self) -> None:
         """The peer reached us: it is up again, so retry now (§4.5)."""
@@ -103,10 +127,10 @@ class PeerLink:
             raise TransportError(self.url, "GET /caps did not return a caps document") from None
         if not is_server_id(server_id):
             raise TransportError(self.url, f"caps names an invalid server id {server_id!r}")
-        if server_id == self.node.server_id:
+        if server_id == self._ports.server_id:
             raise TransportError(self.url, "that URL is this node itself")
         self.server_id = server_id
-        self.node.peer_learned(self.url, server_id)
+        self._ports.directory.learned(self.url, server_id)
         return server_id
 
     async def _run(self, group: str) -> None:
@@ -114,7 +138,7 @@ class PeerLink:
         backoff = self._backoffs[group]
         wake = self._wake[group]
         while not self._stopping:
-            while self.node.link_cut(self.server_id, group) and not self._stopping:
+            while self._ports.link_cut(self.server_id, group) and not self._stopping:
                 link.state = DEAD
                 link.last_error = "link cut (fault injection)"
                 wake.clear()
@@ -133,21 +157,21 @@ class PeerLink:
                 link.last_error = exc.args[-1] if exc.args else str(exc)
             except Exception as exc:  # never let one link's surprise kill the node
                 link.last_error = f"{type(exc).__name__}: {exc}"
-                self.node.log(f"link {self.url} {group}: unexpected {link.last_error}")
+                self._ports.log(f"link {self.url} {group}: unexpected {link.last_error}")
             finally:
                 link.runner = None
             if self._stopping:
                 return
             # A stream that timed out on a dead TCP connection must not be retried on it.
-            silent = DEAD_AFTER_INTERVALS * self.node.config.ping_interval
+            silent = DEAD_AFTER_INTERVALS * self._ports.ping_interval
             if await self.client.discard_if_silent(silent):
-                self.node.log(f"{self.server_id or self.url}: connection silent, dropped")
+                self._ports.log(f"{self.server_id or self.url}: connection silent, dropped")
             backoff.stream_ended(up_for)
             delay = backoff.next_delay()
             link.state = BACKOFF
             link.backoff_until = time.time() + delay
             if link.last_error:
-                self.node.log(
+                self._ports.log(
                     f"{self.server_id or self.url} {group}: {link.last_error}; "
                     f"retry in {delay:.1f} s"
                 )
@@ -163,7 +187,7 @@ class PeerLink:
             group_path(group, "stream"),
             [("content-type", FRAME_MEDIA_TYPE), ("accept", FRAME_MEDIA_TYPE)],
         )
-        runner = self.node.attach_initiator(group, peer_id, self.url)
+        runner = self._ports.open_initiator(group, peer_id, self.url)
         link.runner = runner
         runner.start()
         writer = asyncio.get_running_loop().create_task(self._write(stream, runner))
@@ -219,14 +243,16 @@ def _error_text(body: bytes) -> str:
 
 
 class PeerManager:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    """The links to every configured peer."""
+
+    def __init__(self, ports: LinkPorts) -> None:
+        self._ports = ports
         self.links: dict[str, PeerLink] = {}
 
     def add(self, config: PeerConfig) -> PeerLink:
         link = self.links.get(config.url)
         if link is None:
-            link = self.links[config.url] = PeerLink(self.node, config)
+            link = self.links[config.url] = PeerLink(self._ports, config)
             link.start()
         return link
 
@@ -235,15 +261,17 @@ class PeerManager:
             if link.server_id == peer_id:
                 link.reset_backoff()
 
-    def faults_changed(self) -> None:
+    def statuses(self) -> list[LinkStatus]:
+        return [
+            LinkStatus(link.server_id, link.url, s.group_id, s.state, s.backoff_until, s.last_error)
+            for link in self.links.values()
+            for s in link.links.values()
+        ]
+
+    def wake_all(self) -> None:
+        """Something a link waits on changed (a fault): look again."""
         for link in self.links.values():
             link.wake()
-
-    def client_for(self, peer_id: str) -> FederationClient | None:
-        for link in self.links.values():
-            if link.server_id == peer_id:
-                return link.client
-        return None
 
     async def stop(self) -> None:
         await asyncio.gather(*(link.stop() for link in self.links.values()))

@@ -3,85 +3,74 @@
 The planner decides every request; this module performs them over HTTP/2 (digest,
 checkpoint, send), stores what a checkpoint brings through the normal ingest (so it
 is verified, deduplicated and relayed like any event), and reports progress in the
-node snapshot. At most one repair runs per (peer, group). Repairs start after each
-handshake we initiate, every 10 minutes ±30 % while connected, and on demand.
+node snapshot. When repairs run is :mod:`node.runtime.repairs`' business.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import orjson
 from ulid import ULID
 
 from node.protocol.errors import ProtocolError
-from node.protocol.frames import Checkpoint, Frame, encode_frame, parse_frame
-from node.protocol.ids import format_rfc3339
-from node.protocol.session import Role
+from node.protocol.frames import Checkpoint, Event, Frame, encode_frame, parse_frame
+from node.runtime.outbox import Outbox
+from node.runtime.request_signer import RequestSigner
+from node.runtime.streams import StreamRegistry
 from node.storage.ingest import REJECTED
+from node.storage.ingest import Outcome as IngestOutcome
+from node.storage.store import Store
+from node.storage.store_thread import StoreThread
 from node.sync import planner as ae
 from node.transport.client import FederationClient, TransportError
 from node.transport.media import FRAME_MEDIA_TYPE
 from node.transport.routes import group_path
-from node.view.builder import repair_snapshot
-from node.view.snapshot import (
-    DIGEST_FAILED,
-    DIGEST_REPAIRING,
-    DIGEST_UNKNOWN,
-    RepairSnapshot,
-)
 
-if TYPE_CHECKING:
-    from node.runtime.node import Node
-    from node.runtime.stream_runner import StreamRunner
-
-PERIOD = 600.0
-PERIOD_JITTER = 0.3
-ACCEPTOR_DELAY = 3.0
 REQUEST_TIMEOUT = 60.0  # one digest, checkpoint page or send
 SEND_CONCURRENCY = 8
 OUTBOX_POLL = 0.25  # seconds between checks of what the outbox stream still has to deliver
 OUTBOX_PATIENCE = 5.0  # seconds without progress of that stream before repair sends itself
 
 
-class RequestSigner:
-    """Signs §3.3 headers with a timestamp that never repeats for this node."""
+@dataclass(frozen=True, slots=True)
+class RepairPorts:
+    """What a repair uses of the node."""
 
-    def __init__(self, node: Node) -> None:
-        self._node = node
-        self._last_ms = 0
-
-    def header(self, receiver: str, method: str, path: str, body: bytes) -> str:
-        ms = max(int(time.time() * 1000), self._last_ms + 1)
-        self._last_ms = ms
-        return self._node.identity.authorization_header(
-            receiver=receiver,
-            method=method,
-            path_and_query=path,
-            body=body,
-            ts=format_rfc3339(ms / 1000),
-        )
+    server_id: str
+    store: Store  # the planner's source; read on the store thread only
+    thread: StoreThread
+    ingest: Callable[[str, Event, str], Awaitable[IngestOutcome]]  # (group, event, hop)
+    outbox: Outbox
+    streams: StreamRegistry
+    link_cut: Callable[[str | None, str], bool]
+    signer: RequestSigner
+    log: Callable[[str], None]
 
 
 class Repair:
     """One run of the planner against one peer and group."""
 
-    def __init__(self, node: Node, client: FederationClient, peer_id: str, group_id: str):
-        self.node = node
+    def __init__(
+        self,
+        ports: RepairPorts,
+        client: FederationClient,
+        peer_id: str,
+        group_id: str,
+        planner_options: dict[str, object],
+    ) -> None:
+        self._ports = ports
         self.client = client
         self.peer_id = peer_id
         self.group_id = group_id
-        self.planner = ae.RepairPlanner(
-            node.store, group_id, peer_id, **node.repairs.planner_options
-        )
+        self.planner = ae.RepairPlanner(ports.store, group_id, peer_id, **planner_options)
         self.error: str | None = None
 
     async def run(self) -> None:
-        thread = self.node.store_thread
+        thread = self._ports.thread
         actions = await thread.run(self.planner.start, time.time())
         await self._perform(actions)
 
@@ -99,15 +88,15 @@ class Repair:
         except TimeoutError:
             reason = f"no answer in {REQUEST_TIMEOUT:g} s"
             self.error = reason
-            return await self.node.store_thread.run(
+            return await self._ports.thread.run(
                 self.planner.on_failure, action, reason, time.time()
             )
 
     async def _perform_one(self, action: object) -> list:
         planner = self.planner
-        thread = self.node.store_thread
+        thread = self._ports.thread
         try:
-            if self.node.link_cut(self.peer_id, self.group_id) and not isinstance(
+            if self._ports.link_cut(self.peer_id, self.group_id) and not isinstance(
                 action, ae.Done | ae.Failed
             ):
                 raise TransportError(self.client.base_url, "link cut (fault injection)")
@@ -143,9 +132,7 @@ class Repair:
         return []
 
     def _headers(self, method: str, path: str, body: bytes, frames: bool) -> list:
-        headers = [
-            ("authorization", self.node.repairs.signer.header(self.peer_id, method, path, body))
-        ]
+        headers = [("authorization", self._ports.signer.header(self.peer_id, method, path, body))]
         if frames:
             headers += [("content-type", FRAME_MEDIA_TYPE), ("accept", FRAME_MEDIA_TYPE)]
         return headers
@@ -163,11 +150,10 @@ class Repair:
             raise TransportError(self.client.base_url, "digest is not JSON") from None
 
     async def _checkpoint(self, action: ae.SendCheckpoint) -> tuple[list, object, int]:
-        node = self.node
         frame = Frame(
             "CHECKPOINT",
             str(ULID()),
-            node.server_id,
+            self._ports.server_id,
             1,
             Checkpoint(action.payload),
             self.group_id,
@@ -206,44 +192,31 @@ class Repair:
     async def _store(self, events: list) -> None:
         if not events:
             return
-        queue = self.node.ingest_queue
-        outcomes = await asyncio.gather(
-            *(queue.process(self.group_id, ev, self.peer_id) for ev in events)
-        )
+        ingest = self._ports.ingest
+        outcomes = await asyncio.gather(*(ingest(self.group_id, ev, self.peer_id) for ev in events))
         rejected = [o for o in outcomes if o.status == REJECTED]
         if rejected:
-            self.node.log(
+            self._ports.log(
                 f"repair {self.peer_id} {self.group_id}: {len(rejected)} events rejected "
                 f"({rejected[0].code}: {rejected[0].message})"
             )
-
-    def _outbox_streaming(self) -> bool:
-        """Is a live stream to the peer draining its outbox for this group?"""
-        return any(
-            r.uses_outbox
-            and not r.finished
-            and r.peer_id == self.peer_id
-            and r.group_id == self.group_id
-            for r in self.node.runners
-        )
 
     async def _send(self, event_ids: tuple[str, ...]) -> int:
         """Send ``want`` (§5.4: on the stream or by send). Ids still queued in the peer's
         outbox are left to the stream that drains it, and waited for: sending them by
         ``send`` as well would move a reconnect's whole backlog twice, one request each."""
-        node = self.node
-        store, thread = node.store, node.store_thread
+        outbox, streams = self._ports.outbox, self._ports.streams
         ids = list(event_ids)
         queued: set[str] = set()
-        if self._outbox_streaming():
-            queued = await thread.run(store.outbox_holds, self.peer_id, self.group_id, ids)
+        if streams.outbox_streaming(self.peer_id, self.group_id):
+            queued = await outbox.holds(self.peer_id, self.group_id, ids)
         sent = await self._send_now([e for e in ids if e not in queued])
         stuck_since = time.monotonic()
-        while queued and self._outbox_streaming():
+        while queued and streams.outbox_streaming(self.peer_id, self.group_id):
             if time.monotonic() - stuck_since > OUTBOX_PATIENCE:
                 break  # a stalled stream (or ACKs held back): send the rest ourselves
             await asyncio.sleep(OUTBOX_POLL)
-            left = await thread.run(store.outbox_holds, self.peer_id, self.group_id, queued)
+            left = await outbox.holds(self.peer_id, self.group_id, queued)
             if len(left) < len(queued):
                 stuck_since = time.monotonic()
             queued = left
@@ -252,15 +225,15 @@ class Repair:
     async def _send_now(self, event_ids: list[str]) -> int:
         if not event_ids:
             return 0
-        node = self.node
-        rows = await node.store_thread.run(node.store.get_events, self.group_id, event_ids)
+        ports = self._ports
+        rows = await ports.thread.run(ports.store.get_events, self.group_id, event_ids)
         limit = asyncio.Semaphore(SEND_CONCURRENCY)
         path = group_path(self.group_id, "send")
         sent = 0
 
         async def send_one(row) -> None:
             nonlocal sent
-            frame = Frame("EVENT", str(ULID()), node.server_id, 1, row.to_event(), self.group_id)
+            frame = Frame("EVENT", str(ULID()), ports.server_id, 1, row.to_event(), self.group_id)
             body = encode_frame(frame)
             async with limit:
                 response = await self.client.request(
@@ -272,165 +245,3 @@ class Repair:
 
         await asyncio.gather(*(send_one(r) for r in rows))
         return sent
-
-
-class RepairManager:
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.signer = RequestSigner(node)
-        self._last: dict[tuple[str, str], RepairSnapshot] = {}
-        self._last_stats: dict[tuple[str, str], ae.RepairStats] = {}
-        # Keyword arguments of every RepairPlanner (tuning: buckets, checkpoint_threshold,
-        # descent_levels…); benchmarks compare settings through it.
-        self.planner_options: dict[str, object] = {}
-        self._running: dict[tuple[str, str], Repair] = {}
-        self._tasks: set[asyncio.Task] = set()
-        self._periodic: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        self._clients: dict[str, FederationClient] = {}
-        self._stopping = False
-
-    # ------------------------------------------------------------------ triggers
-
-    def after_handshake(self, runner: StreamRunner) -> None:
-        """The initiator repairs at once (§5.4). The acceptor checks a little later, when
-        the initiator's repair has usually converged: then its own pass is one digest
-        round trip and the dashboard knows the state from both ends."""
-        peer, group = runner.peer_id, runner.group_id
-        if not peer:
-            return
-        if runner.role is Role.INITIATOR:
-            self.start(peer, group)
-        else:
-            self._schedule(peer, group, ACCEPTOR_DELAY)
-
-    def request(self, peer_id: str | None, group_id: str | None) -> None:
-        """On demand: None means every peer / every group we have a stream with."""
-        pairs = {
-            (r.peer_id, r.group_id)
-            for r in self.node.runners
-            if r.peer_id
-            and not r.finished
-            and (peer_id is None or r.peer_id == peer_id)
-            and (group_id is None or r.group_id == group_id)
-        }
-        if peer_id and group_id:
-            pairs.add((peer_id, group_id))
-        for peer, group in sorted(pairs):
-            self.start(peer, group)
-
-    def start(self, peer_id: str, group_id: str) -> bool:
-        key = (peer_id, group_id)
-        if self._stopping or key in self._running or self.node.link_cut(peer_id, group_id):
-            return False
-        client = self._client(peer_id)
-        if client is None:
-            self.node.log(f"repair {peer_id} {group_id}: no URL known for that peer")
-            return False
-        repair = Repair(self.node, client, peer_id, group_id)
-        self._running[key] = repair
-        task = asyncio.get_running_loop().create_task(self._run(key, repair))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return True
-
-    def _client(self, peer_id: str) -> FederationClient | None:
-        node = self.node
-        if node.peers is not None:
-            client = node.peers.client_for(peer_id)
-            if client is not None:
-                return client
-        client = self._clients.get(peer_id)
-        if client is None:
-            doc = node.keystore.document(peer_id)
-            url = doc.get("url") if doc else ""
-            if not url:
-                return None
-            client = self._clients[peer_id] = FederationClient(
-                url, ssl_context=node.config.client_ssl_context()
-            )
-        return client
-
-    async def _run(self, key: tuple[str, str], repair: Repair) -> None:
-        peer, group = key
-        try:
-            await repair.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug must not take the node down; say it plainly
-            repair.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            self._running.pop(key, None)
-            snap = repair_snapshot(repair.planner)
-            if repair.error and snap.state != DIGEST_FAILED:
-                snap = _with(snap, state=DIGEST_FAILED, error=repair.error)
-            self._last[key] = snap
-            st = self._last_stats[key] = repair.planner.stats
-            self.node.log(
-                f"repair {peer} {group}: {snap.state}"
-                + (f" ({snap.error})" if snap.error else "")
-                + f", {st.round_trips} round trips in {st.rounds} rounds, "
-                f"{st.events_fetched} fetched, "
-                f"{st.events_sent} sent, {st.bytes} B"
-            )
-            self._schedule_next(key)
-
-    def _schedule_next(self, key: tuple[str, str]) -> None:
-        handle = self._periodic.pop(key, None)
-        if handle is not None:
-            handle.cancel()
-        peer, group = key
-        if not any(
-            r.peer_id == peer and r.group_id == group and not r.finished for r in self.node.runners
-        ):
-            return
-        self._schedule(peer, group, PERIOD * (1 + PERIOD_JITTER * (2 * random.random() - 1)))
-
-    def _schedule(self, peer: str, group: str, delay: float) -> None:
-        old = self._periodic.pop((peer, group), None)
-        if old is not None:
-            old.cancel()
-        if self._stopping:  # a repair cancelled by stop() must not arm the next one
-            return
-        self._periodic[(peer, group)] = asyncio.get_running_loop().call_later(
-            delay, lambda: self.start(peer, group)
-        )
-
-    async def stop(self) -> None:
-        self._stopping = True
-        for handle in self._periodic.values():
-            handle.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
-        for client in self._clients.values():
-            await client.close()
-
-    # ------------------------------------------------------------------ observing
-
-    def state_of(self, peer_id: str, group_id: str) -> str:
-        key = (peer_id, group_id)
-        if key in self._running:
-            return DIGEST_REPAIRING
-        last = self._last.get(key)
-        return last.state if last is not None else DIGEST_UNKNOWN
-
-    def last_stats(self, peer_id: str, group_id: str) -> ae.RepairStats | None:
-        """The planner's full statistics of the last finished repair (benchmarks, tests)."""
-        return self._last_stats.get((peer_id, group_id))
-
-    def running(self, peer_id: str, group_id: str) -> bool:
-        return (peer_id, group_id) in self._running
-
-    def snapshots(self) -> tuple[RepairSnapshot, ...]:
-        out = dict(self._last)
-        for key, repair in self._running.items():
-            out[key] = repair_snapshot(repair.planner)
-        return tuple(out[k] for k in sorted(out))
-
-
-def _with(snap: RepairSnapshot, **changes: object) -> RepairSnapshot:
-    from dataclasses import replace
-
-    return replace(snap, **changes)

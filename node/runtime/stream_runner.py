@@ -1,7 +1,7 @@
 """The asyncio shell around one :class:`~node.session.StreamSession`.
 
 The session decides everything; the runner only carries it out: it feeds the
-session bytes and the wall-clock time, hands EVENTs to the node's ingest queue and
+session bytes and the wall-clock time, hands EVENTs to the ingest queue and
 reports their outcomes once they are durable, arms one timer for the session's next
 deadline, pumps outgoing EVENTs while credit lasts, and gives the transport the bytes
 to write. It works the same under the server (it *is* the transport's
@@ -12,22 +12,20 @@ task drains :meth:`outgoing`).
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from node.protocol import session as s
 from node.protocol.errors import ErrorCode
+from node.protocol.frames import Event
 from node.protocol.session import EventTooLarge, Role, StreamSession
+from node.runtime.outbox import Outbox
+from node.runtime.stream_key import StreamKey
 from node.storage.ingest import DUPLICATE, STORED
 from node.storage.ingest import Outcome as IngestOutcome
-
-if TYPE_CHECKING:
-    from node.protocol.frames import Event
-    from node.runtime.node import Node
 
 LIVE_QUEUE_MAX = 10_000  # events kept for a peer served without an outbox (§4)
 # ... and at most this much ciphertext: a peer that stops reading must not pin every
@@ -41,19 +39,41 @@ LIVE_QUEUE_BYTES = 4 * 1024 * 1024
 MAX_UNACKED_BYTES = 4 * 1024 * 1024
 
 
+SubmitEvent = Callable[[str, Event, str, Callable[[IngestOutcome], None]], None]
+"""(group, event, hop, callback): queue an EVENT for ingest; the callback gets its
+durable outcome (node.storage.store_thread.IngestQueue.submit)."""
+
+
+class StreamHooks(Protocol):
+    """What the node learns of a stream's life (node.runtime.streams.StreamRegistry)."""
+
+    def stream_up(self, runner: StreamRunner) -> bool:
+        """The handshake completed; returns whether this stream drains the outbox."""
+        ...
+
+    def stream_event(self, runner: StreamRunner, event: object) -> None: ...
+
+    def stream_ended(self, runner: StreamRunner) -> None: ...
+
+
 class StreamRunner:
     """One live stream of the node, in either role."""
 
     def __init__(
         self,
-        node: Node,
         session: StreamSession,
         *,
+        ingest: SubmitEvent,
+        outbox: Outbox,
+        hooks: StreamHooks,
+        log: Callable[[str], None],
         peer_url: str = "",
-        on_end: Callable[[StreamRunner], None] | None = None,
     ) -> None:
-        self.node = node
         self.session = session
+        self._ingest = ingest
+        self._outbox = outbox
+        self._hooks = hooks
+        self._log = log
         self.group_id = session.config.group_id
         self.role = session.role
         self.peer_url = peer_url
@@ -62,7 +82,6 @@ class StreamRunner:
         self.finished = False  # outgoing() returned None, or the stream was aborted
         self.aborted = False
         self.end_reason: str | None = None
-        self._on_end = on_end
         self._loop = asyncio.get_running_loop()
         self.done = asyncio.Event()  # set once the runner has finished
         self._writable = asyncio.Event()
@@ -76,9 +95,6 @@ class StreamRunner:
         self._live: deque[Event] = deque(maxlen=LIVE_QUEUE_MAX)
         self._live_bytes = 0
         self._held: list[tuple[int, s.Outcome]] = []  # outcomes held while ACKs are paused
-        self._acked: list[str] = []  # acknowledged, not yet removed from the outbox
-        self._acked_lock = threading.Lock()
-        self._removal_due = False  # a _remove_acked is queued on the store thread
         self.acks_paused = False
         self._schedule()
 
@@ -89,8 +105,8 @@ class StreamRunner:
         return self.session.peer_id
 
     @property
-    def key(self) -> str:
-        return f"{self.peer_id or '?'}|{self.group_id}|{self.role.value}"
+    def key(self) -> StreamKey:
+        return StreamKey.of(self)
 
     # ------------------------------------------------------------------ transport side
 
@@ -185,11 +201,10 @@ class StreamRunner:
     # ------------------------------------------------------------------ internals
 
     def _dispatch(self, events: list) -> None:
-        node = self.node
         for ev in events:
             kind = type(ev)
             if kind is s.EventReceived:
-                node.ingest_queue.submit(
+                self._ingest(
                     self.group_id,
                     ev.event,
                     self.peer_id or "",
@@ -204,9 +219,9 @@ class StreamRunner:
                 self._handshake_complete()
             elif kind is s.StreamEnded:
                 self.end_reason = ev.reason
-                node.stream_event(self, ev)
+                self._hooks.stream_event(self, ev)
             else:
-                node.stream_event(self, ev)
+                self._hooks.stream_event(self, ev)
         self._changed()
 
     def _changed(self) -> None:
@@ -233,7 +248,7 @@ class StreamRunner:
         self._dispatch(self.session.tick(time.time()))
 
     def _handshake_complete(self) -> None:
-        self.uses_outbox = self.node.stream_up(self)
+        self.uses_outbox = self._hooks.stream_up(self)
         self._pump_task = self._loop.create_task(self._pump(), name=f"pump {self.key}")
 
     def _acknowledged(self, event_ids: list[str]) -> None:
@@ -241,32 +256,7 @@ class StreamRunner:
         for e in event_ids:
             sent.discard(e)
         if self.uses_outbox and event_ids:
-            # Coalesced: ACKs come every 32 events or 5 ms, and each removal is a commit
-            # (an fsync) on the store thread that also serves this stream's next batch.
-            # One removal takes whatever was acknowledged until it runs; the store thread
-            # runs in submission order, so a later outbox read never sees these ids.
-            with self._acked_lock:
-                self._acked.extend(event_ids)
-                first = not self._removal_due
-                self._removal_due = True
-            if first:
-                self.node.store_thread.submit(self._remove_acked)
-
-    def _remove_acked(self) -> None:
-        """On the store thread: drop what the peer acknowledged from its outbox."""
-        with self._acked_lock:
-            ids, self._acked = self._acked, []
-            self._removal_due = False
-        if not ids:
-            return
-        try:
-            self.node.store.outbox_remove(self.peer_id or "", self.group_id, ids)
-        except Exception as exc:
-            # e.g. a busy database: keep them for the next ACK's removal (replayed ids
-            # are harmless: receivers deduplicate).
-            with self._acked_lock:
-                self._acked[:0] = ids
-            self.node.log(f"{self.key}: outbox removal failed ({exc}); will retry")
+            self._outbox.acknowledged(self.peer_id or "", self.group_id, event_ids)
 
     async def _pump(self) -> None:
         """Send the outbox (replay in event_id order, then new events) while credit lasts."""
@@ -296,7 +286,7 @@ class StreamRunner:
                             event, now
                         )
                     except EventTooLarge as exc:
-                        self.node.log(f"{self.key}: dropped {event.event_id}: {exc}")
+                        self._log(f"{self.key}: dropped {event.event_id}: {exc}")
                         self._acknowledged([event.event_id])
                         progressed += 1
                         continue
@@ -334,7 +324,7 @@ class StreamRunner:
             self._live_bytes -= sum(len(e.ciphertext) for e in out)
             return out
         limit = min(room, 512)
-        rows = await self.node.outbox_pending(
+        rows = await self._outbox.pending(
             self.peer_id or "", self.group_id, self._cursor, limit + len(self._sent)
         )
         sent = self._sent
@@ -345,6 +335,7 @@ class StreamRunner:
         return out[:limit]
 
     def _finish(self, reason: str) -> None:
+        first = not self.done.is_set()
         self.finished = True
         self.end_reason = self.end_reason or reason
         if self._timer is not None:
@@ -355,6 +346,5 @@ class StreamRunner:
         self._writable.set()
         self._more.set()
         self.done.set()
-        if self._on_end is not None:
-            callback, self._on_end = self._on_end, None
-            callback(self)
+        if first:
+            self._hooks.stream_ended(self)

@@ -1,7 +1,8 @@
-"""Builds :class:`~node.snapshot.NodeSnapshot` values from the live node.
+"""Builds :class:`~node.view.snapshot.NodeSnapshot` values from the live node.
 
-Runs on the node's loop (so nothing moves under it) and reads only in-memory state:
-session counters, link states, the store's in-memory indexes. Rates are counter
+Runs on the node's loop (so nothing moves under it) and reads only in-memory state,
+through the narrow sources it is given (:class:`SnapshotSources`): the streams' sessions,
+the links' states, the repairs, the store's published summary. Rates are counter
 differences between two builds, so a build costs the same however busy the node is.
 """
 
@@ -9,11 +10,15 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from node.protocol import session as s
+from node.protocol.identity import Identity
 from node.sync.digest import AuthorSummary
 from node.sync.planner import RepairPlanner
+from node.view.framelog import FrameLog
 from node.view.snapshot import (
     BACKOFF,
     DEAD,
@@ -30,79 +35,141 @@ from node.view.snapshot import (
     StreamSnapshot,
 )
 
-if TYPE_CHECKING:
-    from node.runtime.node import Node
-    from node.runtime.stream_runner import StreamRunner
+
+class LiveStream(Protocol):
+    """A stream as the builder reads it (node.runtime.stream_runner.StreamRunner)."""
+
+    session: s.StreamSession
+    group_id: str
+    role: s.Role
+    peer_url: str
+    finished: bool
+    uses_outbox: bool
+
+    @property
+    def peer_id(self) -> str | None: ...
+
+    @property
+    def key(self) -> object:
+        """Its stable name; ``str(key)`` is the snapshot's key."""
+        ...
+
+
+class LinkView(Protocol):
+    """A configured peer's link in one group while no stream is up."""
+
+    peer_id: str | None
+    url: str
+    group_id: str
+    state: str
+    backoff_until: float | None
+    last_error: str | None
+
+
+class RepairView(Protocol):
+    def state_of(self, peer_id: str, group_id: str) -> str: ...
+
+    def snapshots(self) -> tuple[RepairSnapshot, ...]: ...
+
+
+class StoreFacts(Protocol):
+    """The store's in-memory facts the builder shows."""
+
+    def groups(self) -> list[str]: ...
+
+    def summary(self, group_id: str) -> tuple[int, str]: ...
+
+    def authors(self, group_id: str) -> dict[str, dict]: ...
+
+    def equivocators(self, group_id: str) -> list[str]: ...
+
+    def outbox_count(self, peer_id: str, group_id: str) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotSources:
+    """Everything a snapshot shows, each from the one part that owns it."""
+
+    identity: Identity
+    started_at: float
+    groups: tuple[str, ...]  # configured (shown even while empty)
+    urls: Callable[[], Sequence[str]]
+    streams: Callable[[], Iterable[LiveStream]]
+    links: Callable[[], Iterable[LinkView]]
+    faults: Callable[[str], frozenset[str]]  # by stream key text
+    repairs: RepairView
+    store: StoreFacts
+    peers: Callable[[], tuple[PeerConfigSnapshot, ...]]
+    counters: Callable[[], dict[str, int]]
+    log_lines: Callable[[], Sequence[str]]
+    frame_log: FrameLog | None
+
 
 HISTORY = 60  # samples of ACK lag kept per stream
 RATE_WINDOW = 2.0  # seconds over which frames/s are averaged
 
 
 class SnapshotBuilder:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, sources: SnapshotSources) -> None:
+        self._src = sources
         # key → recent (at, frames in, frames out) samples, for rates over RATE_WINDOW
         self._last: dict[str, deque[tuple[float, int, int]]] = {}
         self._lag: dict[str, list[float]] = {}
 
     def build(self) -> NodeSnapshot:
-        node = self.node
+        src = self._src
         now = time.time()
         streams: list[StreamSnapshot] = []
         seen: set[str] = set()
-        for runner in sorted(node.runners, key=lambda r: r.key):
+        for runner in sorted(src.streams(), key=lambda r: str(r.key)):
             snap = self._stream(runner, now)
             streams.append(snap)
             seen.add(snap.key)
-        if node.peers is not None:
-            for link in node.peers.links.values():
-                for state in link.links.values():
-                    key = f"{link.server_id or link.url}|{state.group_id}|initiator"
-                    if key in seen:
-                        continue
-                    streams.append(
-                        StreamSnapshot(
-                            key=key,
-                            peer_id=link.server_id or link.url,
-                            peer_url=link.url,
-                            group_id=state.group_id,
-                            role="initiator",
-                            state=state.state,
-                            backoff_until=state.backoff_until if state.state == BACKOFF else None,
-                            last_error=state.last_error,
-                            faults=frozenset(node.faults.get(key, ())),
-                            digest_state=self._digest_state(link.server_id, state.group_id),
-                            outbox=node.store.outbox_count(link.server_id or "", state.group_id),
-                        )
-                    )
+        for link in src.links():
+            peer = link.peer_id or link.url
+            key = f"{peer}|{link.group_id}|initiator"
+            if key in seen:
+                continue
+            streams.append(
+                StreamSnapshot(
+                    key=key,
+                    peer_id=peer,
+                    peer_url=link.url,
+                    group_id=link.group_id,
+                    role="initiator",
+                    state=link.state,
+                    backoff_until=link.backoff_until if link.state == BACKOFF else None,
+                    last_error=link.last_error,
+                    faults=src.faults(key),
+                    digest_state=self._digest_state(link.peer_id, link.group_id),
+                    outbox=src.store.outbox_count(link.peer_id or "", link.group_id),
+                )
+            )
         for key in list(self._last):
             if key not in seen:
                 del self._last[key]
                 self._lag.pop(key, None)
         return NodeSnapshot(
             taken_at=now,
-            server_id=node.server_id,
-            listen_urls=tuple(node.urls),
-            key_id=node.identity.key_id,
-            pairing_code=node.identity.pairing_code,
-            started_at=node.started_at,
+            server_id=src.identity.server_id,
+            listen_urls=tuple(src.urls()),
+            key_id=src.identity.key_id,
+            pairing_code=src.identity.pairing_code,
+            started_at=src.started_at,
             streams=tuple(streams),
             groups=self._groups(),
-            repairs=node.repairs.snapshots() if node.repairs is not None else (),
-            peers=tuple(
-                PeerConfigSnapshot(p.url, node.peer_ids.get(p.url), tuple(p.groups))
-                for p in node.peer_configs
-            ),
-            frame_log=node.frame_log.entries() if node.frame_log is not None else (),
-            counters=dict(node.counters, ingest_backlog=node.ingest_queue.backlog),
-            log_lines=tuple(node.log_lines)[-50:],
+            repairs=src.repairs.snapshots(),
+            peers=src.peers(),
+            frame_log=src.frame_log.entries() if src.frame_log is not None else (),
+            counters=src.counters(),
+            log_lines=tuple(src.log_lines())[-50:],
         )
 
-    def _stream(self, runner: StreamRunner, now: float) -> StreamSnapshot:
-        node = self.node
+    def _stream(self, runner: LiveStream, now: float) -> StreamSnapshot:
+        src = self._src
         session = runner.session
         c = session.counters
-        key = runner.key
+        key = str(runner.key)
         samples = self._last.setdefault(key, deque())
         samples.append((now, c.frames_in, c.frames_out))
         while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
@@ -151,7 +218,7 @@ class SnapshotBuilder:
             last_grant_sent_at=session.last_grant_sent_at,
             unacked=session.unacked,
             ack_lag_ms=lag * 1000 if lag is not None else None,
-            outbox=node.store.outbox_count(peer, runner.group_id) if runner.uses_outbox else 0,
+            outbox=src.store.outbox_count(peer, runner.group_id) if runner.uses_outbox else 0,
             last_read_at=session.last_read_at,
             last_ping_sent_at=session.last_ping_sent_at,
             last_pong_at=session.last_pong_at,
@@ -164,23 +231,22 @@ class SnapshotBuilder:
             bytes_out=c.bytes_out,
             connected_at=session.up_at,
             last_error=session.last_error,
-            faults=frozenset(node.faults.get(key, ())),
+            faults=src.faults(key),
             digest_state=self._digest_state(runner.peer_id, runner.group_id),
         )
 
     def _digest_state(self, peer_id: str | None, group_id: str) -> str:
-        node = self.node
-        if node.repairs is None or peer_id is None:
+        if peer_id is None:
             return DIGEST_UNKNOWN
-        state = node.repairs.state_of(peer_id, group_id)
-        if state == DIGEST_UNKNOWN and node.store.equivocators(group_id):
+        state = self._src.repairs.state_of(peer_id, group_id)
+        if state == DIGEST_UNKNOWN and self._src.store.equivocators(group_id):
             return DIGEST_EQUIVOCATION
         return state
 
     def _groups(self) -> tuple[GroupSnapshot, ...]:
-        store = self.node.store
+        store = self._src.store
         out = []
-        for group_id in sorted(set(store.groups()) | set(self.node.config.groups)):
+        for group_id in sorted(set(store.groups()) | set(self._src.groups)):
             count, fp = store.summary(group_id)
             authors = tuple(
                 AuthorRange(a, v["max_seq"], v["contiguous_seq"], v["count"])

@@ -1,0 +1,123 @@
+"""The node's live streams: typed keys, and the registry that knows which stream does what.
+
+A stream is named by its :class:`~node.runtime.stream_key.StreamKey`. The registry holds every
+live :class:`~node.runtime.stream_runner.StreamRunner`, decides which one drains a peer's
+outbox (one per peer and group; it hands over when that one ends), applies faults when a
+handshake completes, and fans newly stored events out to the streams of their group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from node.protocol import session as s
+from node.protocol.errors import ErrorCode
+from node.protocol.frames import Event
+from node.runtime.faults import FaultBoard
+from node.runtime.stream_key import UNKNOWN_PEER, StreamKey
+from node.runtime.stream_runner import StreamRunner
+
+
+class StreamRegistry:
+    """Every live stream of the node, in either role.
+
+    ``relay_peers(group)`` names the peers whose outbox a stored event joins (only their
+    streams may drain an outbox); ``on_handshake(runner)`` tells the rest of the node a
+    stream came up (links reset their backoff, repairs start).
+    """
+
+    def __init__(
+        self,
+        *,
+        relay_peers: Callable[[str], list[str]],
+        faults: FaultBoard,
+        log: Callable[[str], None],
+    ) -> None:
+        self._runners: set[StreamRunner] = set()
+        self._relay_peers = relay_peers
+        self._faults = faults
+        self._log = log
+        self.on_handshake: Callable[[StreamRunner], None] = lambda runner: None
+
+    def __iter__(self) -> Iterator[StreamRunner]:
+        return iter(list(self._runners))
+
+    def __len__(self) -> int:
+        return len(self._runners)
+
+    def add(self, runner: StreamRunner) -> None:
+        self._runners.add(runner)
+
+    def live(self, peer_id: str, group_id: str) -> list[StreamRunner]:
+        """The unfinished streams with ``peer_id`` in ``group_id``, in either role."""
+        return [
+            r
+            for r in self._runners
+            if not r.finished and r.peer_id == peer_id and r.group_id == group_id
+        ]
+
+    def outbox_streaming(self, peer_id: str, group_id: str) -> bool:
+        """Is a live stream draining ``peer_id``'s outbox for ``group_id``?"""
+        return any(r.uses_outbox for r in self.live(peer_id, group_id))
+
+    def connected_pairs(self) -> set[tuple[str, str]]:
+        """(peer, group) of every live stream whose peer is known."""
+        return {(r.peer_id, r.group_id) for r in self._runners if r.peer_id and not r.finished}
+
+    def apply_faults(self, key: StreamKey) -> None:
+        for runner in list(self._runners):
+            if StreamKey.of(runner) == key:
+                self._faults.apply(key, runner)
+
+    def notify_stored(self, group_id: str, events: list[Event], hop: str) -> None:
+        for runner in list(self._runners):
+            if runner.group_id == group_id:
+                runner.notify_stored(events, hop)
+
+    def close_all(self, code: ErrorCode, message: str) -> None:
+        for runner in list(self._runners):
+            runner.close(code, message)
+
+    def abort_all(self, reason: str) -> None:
+        for runner in list(self._runners):
+            runner.abort(reason)
+
+    # ------------------------------------------------------------------ StreamHooks
+
+    def stream_up(self, runner: StreamRunner) -> bool:
+        """A handshake completed. Returns whether the stream drains this peer's outbox."""
+        peer = runner.peer_id or UNKNOWN_PEER
+        self._log(f"stream up: {peer} {runner.group_id} ({runner.role.value})")
+        self._faults.apply(StreamKey.of(runner), runner)
+        self.on_handshake(runner)
+        if peer not in self._relay_peers(runner.group_id):
+            return False
+        # One stream per peer and group drains the outbox; a second one only relays live.
+        return not any(
+            other is not runner and other.uses_outbox for other in self.live(peer, runner.group_id)
+        )
+
+    def stream_event(self, runner: StreamRunner, event: object) -> None:
+        """What a stream's session reports that the node only logs."""
+        where = f"{runner.peer_id or UNKNOWN_PEER} {runner.group_id}"
+        match event:
+            case s.ErrorReceived(code=code, message=message):
+                self._log(f"{code} from {where}: {message}")
+            case s.ErrorSent(code=code, message=message):
+                self._log(f"{code} to {where}: {message}")
+            case s.Stalled(stalled=True):
+                self._log(f"stream stalled: {where}")
+
+    def stream_ended(self, runner: StreamRunner) -> None:
+        self._runners.discard(runner)
+        self._log(
+            f"stream down: {runner.peer_id or UNKNOWN_PEER} {runner.group_id} "
+            f"({runner.role.value}): {runner.end_reason}"
+        )
+        if runner.uses_outbox and runner.peer_id:
+            # Hand the outbox to another live stream with the same peer, if any.
+            for other in self.live(runner.peer_id, runner.group_id):
+                if other.session.state == s.UP and not other.uses_outbox:
+                    other.uses_outbox = True
+                    other.notify_stored([], "")
+                    break
