@@ -165,8 +165,8 @@ def test_history_infers_heartbeats_from_counters():
     [
         ("", "g!demo", "enter the peer's URL"),
         ("ftp://h:1", "g!demo", "must start with http"),
-        ("http://host", "g!demo", "explicit port"),
-        ("http://host:8448/path", "g!demo", "explicit port"),
+        ("http://host:8448/path", "g!demo", "no path"),
+        ("http://host:0", "g!demo", "port out of range"),
         ("http://host:8448", "", "at least one group"),
         ("http://host:8448", "demo", "not a group id"),
     ],
@@ -181,6 +181,7 @@ def test_add_peer_accepts_good_input():
         "http://10.0.0.5:8448", ("g!demo", "g!ops")
     )
     assert check_peer("https://[::1]:443", "g!a") == AddPeer("https://[::1]:443", ("g!a",))
+    assert check_peer("http://Host", "g!a") == AddPeer("http://host:8448", ("g!a",))
 
 
 def test_frame_filter():
