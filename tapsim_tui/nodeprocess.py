@@ -27,12 +27,12 @@ from node.runtime.config import NodeConfig
 from node.view.commands import Command
 from node.view.framelog import TAIL as FRAME_TAIL
 from node.view.snapshot import FrameLogEntry, NodeSnapshot
-from tapsim_tui.node_start import (
-    IDLE_AFTER,
-    PUBLISH_EVERY,
+from tapsim_tui.node_start import IDLE_AFTER, PUBLISH_EVERY, starting_snapshot
+from tapsim_tui.settings import (
     NodeStartError,
     describe_start_error,
-    starting_snapshot,
+    died_at_start,
+    start_timed_out,
 )
 
 WANT_EVERY = 0.5  # seconds between the UI's "still looking" messages
@@ -93,12 +93,10 @@ class NodeProcess:
         try:
             if not conn.poll(timeout):
                 self.stop()
-                raise NodeStartError(
-                    f"{self.config.server_id}: node did not start in {timeout:g} s"
-                )
+                raise start_timed_out(self.config.server_id, timeout)
             message = conn.recv()
         except (EOFError, OSError):
-            raise NodeStartError(f"{self.config.server_id}: node process died at start") from None
+            raise died_at_start(self.config.server_id) from None
         if message[0] == "error":
             self.stop()
             raise NodeStartError(message[1])

@@ -7,8 +7,14 @@ import pytest
 
 from node.protocol.frames import is_valid_url
 from node.runtime.config import ConfigError, parse_peer_url
-from tapsim_tui.cli import build_parser, node_config_from_args
+from tapsim_tui.app import binding_defaults
 from tapsim_tui.screens.add_peer import check_peer
+from tapsim_tui.settings import (
+    build_parser,
+    dashboard_settings,
+    load_config_file,
+    node_config_from_args,
+)
 
 
 @pytest.mark.parametrize(
@@ -123,3 +129,47 @@ def test_bad_peer_urls_agree(url, words, tmp_path):
         with pytest.raises(ConfigError) as caught:
             parse(url)
         assert str(caught.value).startswith(expected) and words in str(caught.value)
+
+
+# --------------------------------------------------------------------------- the whole file
+
+
+def test_dashboard_settings_from_a_config_file(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(
+        'server_id = "zz"\n'
+        f'data_dir = "{(tmp_path / "data").as_posix()}"\n'
+        'peers = ["http://Bob.lan"]\n'
+        '[passphrases]\n"g!team" = "pw"\n'
+        '[keymap]\nsend_event = "e"\n'
+    )
+    args = build_parser().parse_args(["--config", str(path), "--listen", ":0"])
+    settings = dashboard_settings(args, binding_defaults())
+    assert settings.node.server_id == "zz" and settings.node.listen_port == 0
+    assert [p.url for p in settings.node.peers] == ["http://bob.lan:8448"]
+    assert settings.passphrases == {"g!team": "pw"}
+    assert settings.keymap == {"send_event": "e"}
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('server_id = "zz"\npassphrases = "pw"\n', "[passphrases] must be a table"),
+        ('server_id = "zz"\n[keymap]\nnope = "e"\n', "unknown binding id 'nope'"),
+        ("server_id = [\n", "not valid TOML"),
+    ],
+)
+def test_dashboard_settings_errors_name_the_file(text, words, tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    args = build_parser().parse_args(["--config", str(path), "--data-dir", str(tmp_path)])
+    with pytest.raises(ConfigError) as caught:
+        dashboard_settings(args, binding_defaults())
+    assert str(caught.value).startswith(f"{path}: ") and words in str(caught.value)
+
+
+def test_a_missing_config_file_is_an_error_only_when_given(tmp_path):
+    args = build_parser().parse_args(["--config", str(tmp_path / "nope.toml")])
+    with pytest.raises(ConfigError, match="config file not found"):
+        dashboard_settings(args, binding_defaults())
+    assert load_config_file(tmp_path / "nope.toml", required=False) == {}

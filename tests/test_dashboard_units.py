@@ -8,10 +8,17 @@ import pytest
 from node.view import snapshot as snap
 from node.view.commands import AddPeer
 from node.view.snapshot import FrameLogEntry, StreamSnapshot
+from tapsim_tui.app import binding_defaults
 from tapsim_tui.e2e import NONCE_SIZE, GroupCipher, Keyring, group_salt
-from tapsim_tui.keymap import KeymapError, keymap_from_config, load_keymap, validate_keymap
 from tapsim_tui.screens.add_peer import check_peer
 from tapsim_tui.screens.filter import parse_filter
+from tapsim_tui.settings import (
+    ConfigError,
+    KeymapError,
+    keymap_from_config,
+    load_config_file,
+    validate_keymap,
+)
 from widgets.credit_gauge import CreditView
 from widgets.digest_comparison import seq_range
 from widgets.frame_log import FrameFilter
@@ -75,14 +82,21 @@ def test_keymap_validation():
 
 
 def test_keymap_from_config_file(tmp_path):
+    defaults = binding_defaults()
+
+    def load_keymap(path):
+        return keymap_from_config(load_config_file(path, required=False), defaults)
+
     path = tmp_path / "config.toml"
     path.write_text('[keymap]\nsend_event = "e"\nrepair_all = "ctrl+r"\n')
     assert load_keymap(path) == {"send_event": "e", "repair_all": "ctrl+r"}
     assert load_keymap(tmp_path / "missing.toml") == {}
     with pytest.raises(KeymapError, match="bound to both"):
-        keymap_from_config({"keymap": {"send_event": "r"}})
+        keymap_from_config({"keymap": {"send_event": "r"}}, defaults)
+    with pytest.raises(KeymapError, match="must be a table"):
+        keymap_from_config({"keymap": "e"}, defaults)
     path.write_text("[keymap\n")
-    with pytest.raises(KeymapError, match="cannot read keymap"):
+    with pytest.raises(ConfigError, match="not valid TOML"):
         load_keymap(path)
 
 
