@@ -20,6 +20,7 @@ from tapsim_tui.settings import (
     validate_keymap,
 )
 from widgets.credit_gauge import CreditView
+from widgets.detail_pane import DetailView
 from widgets.digest_comparison import seq_range
 from widgets.frame_log import FrameFilter
 from widgets.render import bar, column_chart, fmt_age, fmt_bytes, fmt_ms, sparkline
@@ -169,6 +170,15 @@ def test_history_infers_heartbeats_from_counters():
     h.sample(_stream(pings_sent=2, pongs_received=1, missed_pongs=1, last_ping_sent_at=40.0,
                      last_pong_at=10.01), 41.0)  # fmt: skip
     assert [b.kind for b in h.beats] == [PING, PONG, PING, MISSED]
+
+
+def test_detail_view_changes_when_the_history_grows():
+    history = StreamHistory()
+    before = DetailView(stream=_stream(), history=history, now=5.0)
+    assert before == DetailView(stream=_stream(), history=history, now=5.0)
+    history.sample(_stream(rtt_ms=3.0), 5.0)
+    assert before != DetailView(stream=_stream(), history=history, now=5.0)
+    assert DetailView() == DetailView(history=None)
 
 
 # -- input checks ----------------------------------------------------------------------
