@@ -20,9 +20,9 @@ from textual.worker import Worker, WorkerState
 
 from tapsim_tui.e2e import Keyring
 from tapsim_tui.handle import NodeHandle
-from tapsim_tui.keymap import validate_keymap
 from tapsim_tui.screens.help import HelpScreen
 from tapsim_tui.screens.main import MAIN_BINDINGS, MainScreen
+from tapsim_tui.settings import validate_keymap
 
 APP_BINDINGS = [
     Binding("question_mark,f1", "help", "Help", id="help"),

@@ -17,14 +17,13 @@ import sys
 import tempfile
 import threading
 import time
-import tomllib
 from pathlib import Path
 
-from node.runtime.config import ConfigError, NodeConfig, PeerConfig
+from node.runtime.config import NodeConfig, PeerConfig
 from node.view.commands import PublishEvent
 from tapsim_tui.e2e import GroupCipher
-from tapsim_tui.node_start import NodeStartError
 from tapsim_tui.nodeprocess import NodeProcess
+from tapsim_tui.settings import NodeStartError, dashboard_settings
 
 DEMO_GROUP = "g!demo"
 DEMO_PASSPHRASE = "correct horse battery staple"
@@ -170,52 +169,17 @@ def run_demo(*, nodes: int, rate: float) -> int:
     return _fail(failure[0]) if failure else 0
 
 
-def _config_path(args: argparse.Namespace) -> Path:
-    if getattr(args, "config", None):
-        return Path(args.config)
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("tapsim", appauthor=False)) / "config.toml"
-
-
-def load_config_file(path: Path, *, required: bool) -> dict:
-    """The TOML config: node options at the top, [passphrases] and [keymap] tables."""
-    if not path.exists():
-        if required:
-            raise ConfigError(f"config file not found: {path}")
-        return {}
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from None
-    return data
-
-
 def run_single(args: argparse.Namespace) -> int:
-    from tapsim_tui.app import TapsimApp
-    from tapsim_tui.cli import node_config_from_args
-    from tapsim_tui.keymap import KeymapError, keymap_from_config
+    from tapsim_tui.app import TapsimApp, binding_defaults
 
-    path = _config_path(args)
-    data = load_config_file(path, required=bool(getattr(args, "config", None)))
-    config = node_config_from_args(args, data)
-    passphrases = data.get("passphrases", {})
-    if not isinstance(passphrases, dict):
-        raise ConfigError(f"{path}: [passphrases] must be a table of group = passphrase")
-    try:
-        keymap = keymap_from_config(data)
-    except KeymapError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    handle = NodeProcess(config)
+    settings = dashboard_settings(args, binding_defaults())
+    handle = NodeProcess(settings.node)
     try:
         handle.start()
     except NodeStartError as exc:
         return _fail(str(exc))
     try:
-        app = TapsimApp([handle], passphrases=passphrases, keymap=keymap)
+        app = TapsimApp([handle], passphrases=settings.passphrases, keymap=settings.keymap)
         _on_sighup(app)
         app.run()
     finally:

@@ -6,7 +6,8 @@ verification pool, and a federation stream is latency-bound (credit comes back o
 the commit), so the node's throughput fell by more than half with the dashboard on
 (bench/dashboard_overhead.py). In its own process the node keeps its interpreter to
 itself; the two sides exchange only values over a pipe: snapshots (pushed at 10 Hz while
-the UI asks for them) one way, commands the other.
+the UI asks for them) one way, commands the other, as the typed messages of
+``tapsim_tui.node_messages``.
 """
 
 from __future__ import annotations
@@ -27,12 +28,22 @@ from node.runtime.config import NodeConfig
 from node.view.commands import Command
 from node.view.framelog import TAIL as FRAME_TAIL
 from node.view.snapshot import FrameLogEntry, NodeSnapshot
-from tapsim_tui.node_start import (
-    IDLE_AFTER,
-    PUBLISH_EVERY,
+from tapsim_tui.node_messages import (
+    Execute,
+    FromNode,
+    Published,
+    Ready,
+    StartFailed,
+    Stop,
+    ToNode,
+    Want,
+)
+from tapsim_tui.node_start import IDLE_AFTER, PUBLISH_EVERY, starting_snapshot
+from tapsim_tui.settings import (
     NodeStartError,
     describe_start_error,
-    starting_snapshot,
+    died_at_start,
+    start_timed_out,
 )
 
 WANT_EVERY = 0.5  # seconds between the UI's "still looking" messages
@@ -65,11 +76,11 @@ class NodeProcess:
         now = time.monotonic()
         if now - self._last_want > WANT_EVERY:
             self._last_want = now
-            self._send(("want",))
+            self._send(Want())
         return self._latest or starting_snapshot(self.config.server_id)
 
     def submit(self, command: Command) -> None:
-        self._send(("cmd", command))
+        self._send(Execute(command))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -93,17 +104,20 @@ class NodeProcess:
         try:
             if not conn.poll(timeout):
                 self.stop()
-                raise NodeStartError(
-                    f"{self.config.server_id}: node did not start in {timeout:g} s"
-                )
-            message = conn.recv()
+                raise start_timed_out(self.config.server_id, timeout)
+            message: FromNode = conn.recv()
         except (EOFError, OSError):
-            raise NodeStartError(f"{self.config.server_id}: node process died at start") from None
-        if message[0] == "error":
-            self.stop()
-            raise NodeStartError(message[1])
-        _, self._url, first = message
-        self._latest = self._merge(first)
+            raise died_at_start(self.config.server_id) from None
+        match message:
+            case Ready(url=url, snapshot=first):
+                self._url = url
+                self._latest = self._merge(first)
+            case StartFailed(reason=reason):
+                self.stop()
+                raise NodeStartError(reason)
+            case _:
+                self.stop()
+                raise died_at_start(self.config.server_id)
         self._reader = threading.Thread(
             target=self._read, name=f"snapshots {self.server_id}", daemon=True
         )
@@ -114,7 +128,7 @@ class NodeProcess:
         self.wait_ready(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._send(("stop",))
+        self._send(Stop())
         process = self._process
         if process is not None:
             process.join(timeout)
@@ -124,7 +138,7 @@ class NodeProcess:
         if self._conn is not None:
             self._conn.close()
 
-    def _send(self, message: tuple) -> None:
+    def _send(self, message: ToNode) -> None:
         conn = self._conn
         if conn is None:
             return
@@ -136,11 +150,11 @@ class NodeProcess:
         assert conn is not None
         while True:
             try:
-                kind, value = conn.recv()
+                message: FromNode = conn.recv()
             except (EOFError, OSError, ValueError):
                 return
-            if kind == "snapshot":
-                self._latest = self._merge(value)
+            if isinstance(message, Published):
+                self._latest = self._merge(message.snapshot)
 
     def _merge(self, snapshot: NodeSnapshot) -> NodeSnapshot:
         """The child sends only frame-log entries it has not sent before: keep the tail."""
@@ -174,7 +188,7 @@ async def _serve(config: NodeConfig, conn: Connection, record_frames: bool) -> N
     try:
         await node.start()
     except BaseException as exc:  # reported to the dashboard, in words
-        conn.send(("error", describe_start_error(exc)))
+        _reply(conn, StartFailed(describe_start_error(exc)))
         with contextlib.suppress(Exception):
             await node.stop()
         return
@@ -187,7 +201,7 @@ async def _serve(config: NodeConfig, conn: Connection, record_frames: bool) -> N
             sent_up_to = new[-1].index
         return replace(snapshot, frame_log=new)
 
-    conn.send(("ready", node.url, fresh(node.snapshot())))
+    _reply(conn, Ready(node.url, fresh(node.snapshot())))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     wanted_until = time.monotonic() + IDLE_AFTER
@@ -196,13 +210,14 @@ async def _serve(config: NodeConfig, conn: Connection, record_frames: bool) -> N
         nonlocal wanted_until
         try:
             while conn.poll():
-                message = conn.recv()
-                if message[0] == "cmd":
-                    node.execute(message[1])
-                elif message[0] == "want":
-                    wanted_until = time.monotonic() + IDLE_AFTER
-                elif message[0] == "stop":
-                    stop.set()
+                message: ToNode = conn.recv()
+                match message:
+                    case Execute(command=command):
+                        node.execute(command)
+                    case Want():
+                        wanted_until = time.monotonic() + IDLE_AFTER
+                    case Stop():
+                        stop.set()
         except (EOFError, OSError):  # the dashboard is gone: stop with it
             stop.set()
 
@@ -218,7 +233,7 @@ async def _serve(config: NodeConfig, conn: Connection, record_frames: bool) -> N
                     snapshot = None
                 try:
                     if snapshot is not None:
-                        conn.send(("snapshot", fresh(snapshot)))
+                        _reply(conn, Published(fresh(snapshot)))
                 except (OSError, ValueError):  # the dashboard is gone
                     stop.set()
                     return
@@ -233,3 +248,7 @@ async def _serve(config: NodeConfig, conn: Connection, record_frames: bool) -> N
         with contextlib.suppress(asyncio.CancelledError, OSError):
             await publisher
         await node.stop()
+
+
+def _reply(conn: Connection, message: FromNode) -> None:
+    conn.send(message)

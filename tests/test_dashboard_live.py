@@ -7,6 +7,7 @@ a live node reach the widgets, and a key press reaches the node as ciphertext on
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 from support.node_thread import NodeThread
@@ -15,6 +16,7 @@ from node.runtime.config import NodeConfig, PeerConfig
 from tapsim_tui.app import TapsimApp
 from tapsim_tui.e2e import GroupCipher
 from tapsim_tui.nodeprocess import NodeProcess
+from tapsim_tui.settings import NodeStartError
 from widgets.streams_table import StreamsTable
 
 GROUP = "g!live"
@@ -77,3 +79,18 @@ async def test_dashboard_over_real_nodes(tmp_path, runtime):
     assert PASSPHRASE.encode() not in held.ciphertext
     text = GroupCipher.from_passphrase(GROUP, PASSPHRASE).decrypt(held.ciphertext)
     assert text is not None and text.startswith("test 1 from")
+
+
+@pytest.mark.parametrize("runtime", [NodeProcess, NodeThread], ids=["process", "thread"])
+def test_a_node_that_cannot_start_says_why_in_one_line(tmp_path, runtime):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        config = _config(tmp_path, "alice")
+        config.listen_port = busy.getsockname()[1]
+        node = runtime(config)
+        with pytest.raises(NodeStartError) as caught:
+            node.start()
+        node.stop()
+    message = str(caught.value)
+    assert str(config.listen_port) in message and "\n" not in message

@@ -8,11 +8,19 @@ import pytest
 from node.view import snapshot as snap
 from node.view.commands import AddPeer
 from node.view.snapshot import FrameLogEntry, StreamSnapshot
+from tapsim_tui.app import binding_defaults
 from tapsim_tui.e2e import NONCE_SIZE, GroupCipher, Keyring, group_salt
-from tapsim_tui.keymap import KeymapError, keymap_from_config, load_keymap, validate_keymap
 from tapsim_tui.screens.add_peer import check_peer
 from tapsim_tui.screens.filter import parse_filter
+from tapsim_tui.settings import (
+    ConfigError,
+    KeymapError,
+    keymap_from_config,
+    load_config_file,
+    validate_keymap,
+)
 from widgets.credit_gauge import CreditView
+from widgets.detail_pane import DetailView
 from widgets.digest_comparison import seq_range
 from widgets.frame_log import FrameFilter
 from widgets.render import bar, column_chart, fmt_age, fmt_bytes, fmt_ms, sparkline
@@ -75,14 +83,21 @@ def test_keymap_validation():
 
 
 def test_keymap_from_config_file(tmp_path):
+    defaults = binding_defaults()
+
+    def load_keymap(path):
+        return keymap_from_config(load_config_file(path, required=False), defaults)
+
     path = tmp_path / "config.toml"
     path.write_text('[keymap]\nsend_event = "e"\nrepair_all = "ctrl+r"\n')
     assert load_keymap(path) == {"send_event": "e", "repair_all": "ctrl+r"}
     assert load_keymap(tmp_path / "missing.toml") == {}
     with pytest.raises(KeymapError, match="bound to both"):
-        keymap_from_config({"keymap": {"send_event": "r"}})
+        keymap_from_config({"keymap": {"send_event": "r"}}, defaults)
+    with pytest.raises(KeymapError, match="must be a table"):
+        keymap_from_config({"keymap": "e"}, defaults)
     path.write_text("[keymap\n")
-    with pytest.raises(KeymapError, match="cannot read keymap"):
+    with pytest.raises(ConfigError, match="not valid TOML"):
         load_keymap(path)
 
 
@@ -157,6 +172,15 @@ def test_history_infers_heartbeats_from_counters():
     assert [b.kind for b in h.beats] == [PING, PONG, PING, MISSED]
 
 
+def test_detail_view_changes_when_the_history_grows():
+    history = StreamHistory()
+    before = DetailView(stream=_stream(), history=history, now=5.0)
+    assert before == DetailView(stream=_stream(), history=history, now=5.0)
+    history.sample(_stream(rtt_ms=3.0), 5.0)
+    assert before != DetailView(stream=_stream(), history=history, now=5.0)
+    assert DetailView() == DetailView(history=None)
+
+
 # -- input checks ----------------------------------------------------------------------
 
 
@@ -165,8 +189,8 @@ def test_history_infers_heartbeats_from_counters():
     [
         ("", "g!demo", "enter the peer's URL"),
         ("ftp://h:1", "g!demo", "must start with http"),
-        ("http://host", "g!demo", "explicit port"),
-        ("http://host:8448/path", "g!demo", "explicit port"),
+        ("http://host:8448/path", "g!demo", "no path"),
+        ("http://host:0", "g!demo", "port out of range"),
         ("http://host:8448", "", "at least one group"),
         ("http://host:8448", "demo", "not a group id"),
     ],
@@ -181,6 +205,7 @@ def test_add_peer_accepts_good_input():
         "http://10.0.0.5:8448", ("g!demo", "g!ops")
     )
     assert check_peer("https://[::1]:443", "g!a") == AddPeer("https://[::1]:443", ("g!a",))
+    assert check_peer("http://Host", "g!a") == AddPeer("http://host:8448", ("g!a",))
 
 
 def test_frame_filter():

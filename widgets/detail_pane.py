@@ -1,24 +1,49 @@
 """Everything about the selected stream: history, credit, heartbeat, digest, repair.
 
-A container that hands each child the slice of data it draws (attributes down);
-children redraw only when their slice changed.
+A container driven by one reactive `view` (a frozen `DetailView`, set from above); it
+hands each child the slice of data it draws (attributes down), and children redraw only
+when their slice changed.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.content import Content
+from textual.reactive import reactive
+from textual.widget import Widget
 from textual.widgets import Static
 
 from node.view.snapshot import GroupSnapshot, RepairSnapshot, StreamSnapshot
 from widgets.credit_gauge import CreditGauge, CreditView
 from widgets.digest_comparison import DigestComparison, DigestView
 from widgets.heartbeat_timeline import HeartbeatTimeline, HeartbeatView
-from widgets.history_chart import HistoryChart
+from widgets.history_chart import WINDOWS_S, HistoryChart
 from widgets.render import STATE_STYLES, fmt_age, fmt_bytes, short_peer
 from widgets.repair_progress import RepairProgress, RepairView
 from widgets.stream_history import StreamHistory
+
+
+@dataclass(frozen=True, slots=True)
+class DetailView:
+    """What the pane shows: one stream and what goes with it, or no stream selected."""
+
+    stream: StreamSnapshot | None = None
+    group: GroupSnapshot | None = None  # the stream's group, as this node sees it
+    repair: RepairSnapshot | None = None  # the repair with this peer in this group
+    history: StreamHistory | None = field(default=None, compare=False)  # the UI's own
+    now: float = 0.0
+    window_s: int = WINDOWS_S[0]  # the history chart's window
+    local_name: str = ""  # this node's server id
+    # The history is kept (and grows) by the dashboard: a view compares equal to another
+    # only if the history had not changed in between.
+    history_version: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        version = self.history.version if self.history is not None else 0
+        object.__setattr__(self, "history_version", version)
 
 
 class DetailPane(VerticalScroll):
@@ -29,41 +54,46 @@ class DetailPane(VerticalScroll):
 
     ALLOW_MAXIMIZE = True
 
+    view: reactive[DetailView] = reactive(DetailView)
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._summary = Static(id="stream-summary")
+        self._credit_out = CreditGauge(id="credit-out", classes="first")
+        self._credit_in = CreditGauge(id="credit-in")
+        self._heartbeat = HeartbeatTimeline()
+        self._history = HistoryChart()
+        self._repair = RepairProgress()
+        self._digest = DigestComparison()
+        self._details: tuple[Widget, ...] = (
+            self._credit_out,
+            self._credit_in,
+            self._heartbeat,
+            self._history,
+            self._repair,
+            self._digest,
+        )
+
     def compose(self) -> ComposeResult:
-        yield Static(id="stream-summary")
-        yield CreditGauge(id="credit-out", classes="first")
-        yield CreditGauge(id="credit-in")
-        yield HeartbeatTimeline()
-        yield HistoryChart()
-        yield RepairProgress()
-        yield DigestComparison()
+        yield self._summary
+        yield from self._details
 
-    def on_mount(self) -> None:
-        self.border_title = "detail"
-        self.show(None, None, None, None, 0.0, 60, "")
-
-    def show(
-        self,
-        stream: StreamSnapshot | None,
-        group: GroupSnapshot | None,
-        repair: RepairSnapshot | None,
-        history: StreamHistory | None,
-        now: float,
-        window_s: int,
-        local_name: str,
-    ) -> None:
-        summary = self.query_one("#stream-summary", Static)
-        children = self.query_children().exclude("#stream-summary")
+    def watch_view(self, view: DetailView) -> None:
+        stream, now = view.stream, view.now
         if stream is None:
             self.border_title = "detail"
-            summary.update(Content.styled("select a stream in the table above", "$text-muted"))
-            children.set(display=False)
+            self._summary.update(
+                Content.styled("select a stream in the table above", "$text-muted")
+            )
+            for child in self._details:
+                child.display = False
             return
-        children.set(display=True)
+        for child in self._details:
+            child.display = True
         peer = short_peer(stream.peer_id)
         self.border_title = f"{stream.peer_id} · {stream.group_id} · {stream.role}"
-        summary.update(_summary(stream, now))
-        self.query_one("#credit-out", CreditGauge).view = CreditView(
+        self._summary.update(_summary(stream, now))
+        self._credit_out.view = CreditView(
             True,
             peer,
             stream.credit_out_events,
@@ -73,7 +103,7 @@ class DetailPane(VerticalScroll):
             _age(now, stream.last_grant_received_at),
             stream.outbox,
         )
-        self.query_one("#credit-in", CreditGauge).view = CreditView(
+        self._credit_in.view = CreditView(
             False,
             peer,
             stream.credit_in_events,
@@ -82,8 +112,9 @@ class DetailPane(VerticalScroll):
             stream.window_bytes,
             _age(now, stream.last_grant_sent_at),
         )
-        self.query_one(HistoryChart).show(history, window_s, now)
-        self.query_one(HeartbeatTimeline).view = HeartbeatView(
+        history = view.history
+        self._history.show(history, view.window_s, now)
+        self._heartbeat.view = HeartbeatView(
             round(now, 1),
             tuple(history.beats) if history else (),
             stream.last_ping_sent_at,
@@ -94,10 +125,15 @@ class DetailPane(VerticalScroll):
             stream.missed_pongs,
             stream.rtt_ms,
         )
-        self.query_one(DigestComparison).view = DigestView(
-            stream.group_id, local_name, stream.peer_id, group, repair, stream.digest_state
+        self._digest.view = DigestView(
+            stream.group_id,
+            view.local_name,
+            stream.peer_id,
+            view.group,
+            view.repair,
+            stream.digest_state,
         )
-        self.query_one(RepairProgress).view = RepairView(round(now, 1), repair, stream.peer_id)
+        self._repair.view = RepairView(round(now, 1), view.repair, stream.peer_id)
 
 
 def _age(now: float, at: float | None) -> float | None:

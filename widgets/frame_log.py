@@ -66,9 +66,11 @@ class FrameLog(RichLog):
 
     ALLOW_MAXIMIZE = True
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, decrypt: Decrypter | None = None, **kwargs) -> None:
+        """`decrypt` opens an EVENT's ciphertext for the log; without it every EVENT
+        shows sealed."""
         super().__init__(max_lines=KEEP, wrap=False, markup=False, highlight=False, **kwargs)
-        self.decrypt: Decrypter = lambda _group, _ciphertext: None
+        self._decrypt: Decrypter = decrypt or _sealed
         self.frame_filter = FrameFilter()
         self._entries: deque[FrameLogEntry] = deque(maxlen=KEEP)
         self._pending: deque[FrameLogEntry] = deque(maxlen=KEEP)  # while paused
@@ -171,11 +173,15 @@ class FrameLog(RichLog):
             ciphertext = base64.b64decode(e.ciphertext or "", validate=True)
         except (binascii.Error, ValueError):
             return Text(e.summary)
-        plaintext = self.decrypt(e.group_id, ciphertext)
+        plaintext = self._decrypt(e.group_id, ciphertext)
         if plaintext is not None:
             return Text.assemble(("“", "dim"), (plaintext, "italic"), ("”", "dim"))
         digest = hashlib.sha256(ciphertext).hexdigest()[:12]
         return Text(f"sealed sha256:{digest}…", style="dim")
+
+
+def _sealed(_group_id: str, _ciphertext: bytes) -> None:
+    return None
 
 
 def _size(count: int) -> str:

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from node.protocol.ids import is_group_id, is_server_id
 
 DEFAULT_PORT = 8448
+
+_HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")  # a name or IPv4
+_PORT_RE = re.compile(r"[0-9]{1,5}")
 
 
 class ConfigError(ValueError):
@@ -96,22 +99,62 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def parse_peer_url(value: str) -> str:
-    """A peer's base URL, normalised to scheme://host:port (the default port is 8448)."""
-    try:
-        parts = urlsplit(value.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"bad peer URL {value!r}: {exc}") from None
-    if parts.scheme not in ("http", "https"):
-        raise ConfigError(f"bad peer URL {value!r}: it must start with http:// or https://")
-    if not parts.hostname:
-        raise ConfigError(f"bad peer URL {value!r}: no host")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(f"bad peer URL {value!r}: give only scheme://host:port, no path")
-    host = parts.hostname
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}:{port or DEFAULT_PORT}"
+    """The one rule for a peer's URL, wherever it comes from (--peer, the config file's
+    ``peers``, the dashboard's Add-peer dialog): ``http`` or ``https``, a host, an optional
+    port (default 8448), nothing else: no path, query, fragment, user name or password.
+
+    Returns it normalised to ``scheme://host:port`` (scheme and host in lower case, the
+    port explicit), which is also a valid URL on the wire (``frames.is_valid_url``).
+    A single trailing ``/`` (the empty path) is allowed and dropped.
+    """
+    text = value.strip()
+
+    def bad(reason: str) -> ConfigError:
+        return ConfigError(f"bad peer URL {value!r}: {reason}")
+
+    scheme, sep, rest = text.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("http", "https"):
+        raise bad("it must start with http:// or https://")
+    if rest.endswith("/"):
+        rest = rest[:-1]
+    if any(c in rest for c in "/?#"):
+        raise bad("give only scheme://host[:port], no path, query or fragment")
+    if "@" in rest:
+        raise bad("give only scheme://host[:port], no user name or password")
+    port_text: str | None = None
+    if rest.startswith("["):
+        host, sep, after = rest[1:].partition("]")
+        if not sep or (after and not after.startswith(":")):
+            raise bad("an IPv6 address goes in brackets: http://[::1]:8448")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise bad(f"{host!r} is not an IPv6 address") from None
+        if "%" in host:
+            raise bad("no IPv6 zone (%…) in a peer URL")
+        host = f"[{host.lower()}]"
+        if after:
+            port_text = after[1:]
+    else:
+        host, sep, after = rest.partition(":")
+        if sep:
+            port_text = after
+        if ":" in after:
+            raise bad("an IPv6 address goes in brackets: http://[::1]:8448")
+        if not host:
+            raise bad("no host")
+        if not _HOST_RE.fullmatch(host):
+            raise bad(f"{host!r} is not a host name: letters, digits, '.', '-' and '_'")
+        host = host.lower()
+    port = DEFAULT_PORT
+    if port_text is not None:
+        if not _PORT_RE.fullmatch(port_text):
+            raise bad("the port must be a number")
+        port = int(port_text)
+        if not 1 <= port <= 65535:
+            raise bad("port out of range (1–65535)")
+    return f"{scheme}://{host}:{port}"
 
 
 def check_server_id(value: str) -> str:

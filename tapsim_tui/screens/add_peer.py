@@ -1,4 +1,8 @@
-"""Add a peer by URL: checked here, so a bad URL is a clear line, not a failed dial."""
+"""Add a peer by URL: checked here, so a bad URL is a clear line, not a failed dial.
+
+The URL obeys the same rule as ``--peer`` and the config file's ``peers``
+(``node.runtime.config.parse_peer_url``) and reaches the node normalised.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +15,19 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
-from node.protocol.frames import is_valid_url
 from node.protocol.ids import is_group_id
+from node.runtime.config import ConfigError, parse_peer_url
 from node.view.commands import AddPeer
 
 
 def check_peer(url: str, groups_text: str) -> AddPeer | str:
     """The command to submit, or what is wrong with the input, in words."""
-    url = url.strip().rstrip("/")
-    if not url:
+    if not url.strip():
         return "enter the peer's URL, e.g. http://192.168.1.20:8448"
-    if not url.startswith(("http://", "https://")):
-        return "the URL must start with http:// or https://"
-    if not is_valid_url(url):
-        return "the URL needs a host and an explicit port, and no path: http://host:8448"
+    try:
+        url = parse_peer_url(url)
+    except ConfigError as exc:
+        return str(exc)
     groups = tuple(g.strip() for g in groups_text.replace(" ", ",").split(",") if g.strip())
     if not groups:
         return "enter at least one group, e.g. g!demo"
@@ -46,7 +49,7 @@ class AddPeerScreen(ModalScreen[AddPeer | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog"):
             yield Label("Add a peer", classes="dialog-title")
-            yield Label("URL of the peer's federation endpoint (scheme://host:port)")
+            yield Label("URL of the peer's federation endpoint (scheme://host[:port])")
             yield Input(placeholder="http://192.168.1.20:8448", id="url")
             yield Label("groups to federate with it (comma-separated)")
             yield Input(value=self._groups, placeholder="g!demo", id="groups")

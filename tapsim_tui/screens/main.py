@@ -24,7 +24,7 @@ from node.view.commands import AddPeer, Command, PublishEvent, Repair, SetFault
 from node.view.snapshot import NodeSnapshot, StreamSnapshot
 from tapsim_tui.screens.add_peer import AddPeerScreen
 from tapsim_tui.screens.filter import FilterScreen
-from widgets.detail_pane import DetailPane
+from widgets.detail_pane import DetailPane, DetailView
 from widgets.fault_badges import FaultBadges
 from widgets.frame_log import FrameFilter, FrameLog
 from widgets.header_bar import HeaderBar, HeaderInfo
@@ -85,6 +85,12 @@ class MainScreen(Screen):
         self._painted_at = 0.0
         self._sent = 0
         self._keys_ready: frozenset[str] = frozenset()  # groups the log can decrypt
+        # The widgets a tick updates, looked up once on mount.
+        self._header: HeaderBar
+        self._faults: FaultBadges
+        self._table: StreamsTable
+        self._detail: DetailPane
+        self._log: FrameLog
 
     def compose(self) -> ComposeResult:
         with Vertical(id="top"):
@@ -93,21 +99,25 @@ class MainScreen(Screen):
         yield StreamsTable(id="streams")
         with Horizontal(id="lower"):
             yield DetailPane(id="detail")
-            yield FrameLog(id="frames")
+            yield FrameLog(self._decrypt, id="frames")
         yield Footer(show_command_palette=False)
 
     # -- lifecycle -------------------------------------------------------------------
 
     def on_mount(self) -> None:
         app = self.app
-        self.query_one(FrameLog).decrypt = self._decrypt
-        self.query_one(StreamsTable).border_title = "peer streams"
+        self._header = self.query_one(HeaderBar)
+        self._faults = self.query_one(FaultBadges)
+        self._table = self.query_one(StreamsTable)
+        self._detail = self.query_one(DetailPane)
+        self._log = self.query_one(FrameLog)
+        self._table.border_title = "peer streams"
         if app.live:
             self._timer = self.set_interval(1 / app.tick_hz, self._tick)
             app.app_suspend_signal.subscribe(self, self._on_app_suspend)
             app.app_resume_signal.subscribe(self, self._on_app_resume)
         self.refresh_from_snapshot()
-        self.query_one(StreamsTable).focus()
+        self._table.focus()
 
     def _on_app_suspend(self, _app) -> None:
         if self._timer:
@@ -184,8 +194,8 @@ class MainScreen(Screen):
         return shown
 
     def _show(self, s: NodeSnapshot, now: float) -> None:
-        log = self.query_one(FrameLog)
-        self.query_one(HeaderBar).info = HeaderInfo(
+        log = self._log
+        self._header.info = HeaderInfo(
             s.server_id,
             s.listen_urls,
             s.key_id,
@@ -195,12 +205,12 @@ class MainScreen(Screen):
             self.node_index,
             len(self.app.handles),
         )
-        self.query_one(FaultBadges).faults = tuple(
+        self._faults.faults = tuple(
             (fault, f"{short_peer(st.peer_id)} · {st.group_id}")
             for st in s.streams
             for fault in sorted(st.faults)
         )
-        self.query_one(StreamsTable).show(s.streams, now)
+        self._table.show(s.streams, now)
         self._show_detail(now)
         log.feed(s.frame_log)
         keyring = self.app.keyring
@@ -214,18 +224,27 @@ class MainScreen(Screen):
         if s is None:
             return
         now = self.app.clock() if now is None else now
+        window_s = WINDOWS_S[self.window_index]
         stream = self.selected_stream
-        pane = self.query_one(DetailPane)
         if stream is None:
-            pane.show(None, None, None, None, now, WINDOWS_S[self.window_index], s.server_id)
+            self._detail.view = DetailView(now=now, window_s=window_s, local_name=s.server_id)
             return
-        group = next((g for g in s.groups if g.group_id == stream.group_id), None)
-        repair = next(
-            (r for r in s.repairs if r.peer_id == stream.peer_id and r.group_id == stream.group_id),
-            None,
+        self._detail.view = DetailView(
+            stream=stream,
+            group=next((g for g in s.groups if g.group_id == stream.group_id), None),
+            repair=next(
+                (
+                    r
+                    for r in s.repairs
+                    if r.peer_id == stream.peer_id and r.group_id == stream.group_id
+                ),
+                None,
+            ),
+            history=self.histories[self.node_index].get(stream.key),
+            now=now,
+            window_s=window_s,
+            local_name=s.server_id,
         )
-        history = self.histories[self.node_index].get(stream.key)
-        pane.show(stream, group, repair, history, now, WINDOWS_S[self.window_index], s.server_id)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if isinstance(event.data_table, StreamsTable):
@@ -235,7 +254,7 @@ class MainScreen(Screen):
     def selected_stream(self) -> StreamSnapshot | None:
         if self.snapshot is None:
             return None
-        key = self.query_one(StreamsTable).selected_key
+        key = self._table.selected_key
         return next((st for st in self.snapshot.streams if st.key == key), None)
 
     def keys_ready(self) -> None:
@@ -328,23 +347,23 @@ class MainScreen(Screen):
             self.notify(f"Peer {command.url} added for {', '.join(command.groups)}.")
 
     def action_pause(self) -> None:
-        log = self.query_one(FrameLog)
+        log = self._log
         log.set_paused(not log.paused)
         if self.snapshot is not None:
             self._show(self.snapshot, self.app.clock())
 
     def action_filter(self) -> None:
-        self.app.push_screen(FilterScreen(self.query_one(FrameLog).frame_filter), self._filtered)
+        self.app.push_screen(FilterScreen(self._log.frame_filter), self._filtered)
 
     def _filtered(self, frame_filter: FrameFilter | None) -> None:
         if frame_filter is not None:
-            self.query_one(FrameLog).set_filter(frame_filter)
+            self._log.set_filter(frame_filter)
 
     def action_zoom(self) -> None:
         if self.maximized is not None:
             self.minimize()
             return
-        target = self.focused or self.query_one(StreamsTable)
+        target = self.focused or self._table
         self.maximize(target)
 
     def action_history_window(self) -> None:
@@ -353,7 +372,7 @@ class MainScreen(Screen):
         self._show_detail()
 
     def action_sort(self) -> None:
-        table = self.query_one(StreamsTable)
+        table = self._table
         following = COLUMN_KEYS[(COLUMN_KEYS.index(table.sort_column) + 1) % len(COLUMN_KEYS)]
         table.sort_by(following)
         self.notify(f"Sorted by {following}.")
@@ -362,8 +381,8 @@ class MainScreen(Screen):
         if len(self.app.handles) < 2:
             return
         self.node_index = (self.node_index + 1) % len(self.app.handles)
-        self.query_one(StreamsTable).clear_streams()
-        self.query_one(FrameLog).reset()
+        self._table.clear_streams()
+        self._log.reset()
         self.refresh_from_snapshot()
         self.notify(f"Showing {self.handle.server_id}.")
 

@@ -21,13 +21,8 @@ from node.runtime.config import NodeConfig
 from node.runtime.node import Node
 from node.view.commands import Command
 from node.view.snapshot import NodeSnapshot
-from tapsim_tui.node_start import (
-    IDLE_AFTER,
-    PUBLISH_EVERY,
-    NodeStartError,
-    describe_start_error,
-    starting_snapshot,
-)
+from tapsim_tui.node_start import IDLE_AFTER, PUBLISH_EVERY, starting_snapshot
+from tapsim_tui.settings import NodeStartError, describe_start_error, start_timed_out
 
 
 class NodeThread:
@@ -75,7 +70,7 @@ class NodeThread:
         )
         self._thread.start()
         if not self._ready.wait(timeout):
-            raise NodeStartError(f"{self.config.server_id}: node did not start in {timeout:g} s")
+            raise start_timed_out(self.config.server_id, timeout)
         if self._startup_error is not None:
             raise NodeStartError(describe_start_error(self._startup_error)) from None
 

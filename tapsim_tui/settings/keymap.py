@@ -2,8 +2,8 @@
 
 Every binding of the dashboard has an id (``Binding(..., id="send_event")``) and
 Textual's ``App.set_keymap`` replaces the keys of a binding by id. This module only
-reads and checks the mapping, so a typo in the config is a clear message at start,
-not a silently dead key.
+checks the mapping (``settings.config_file`` reads the file), so a typo in the config
+is a clear message at start, not a silently dead key.
 
 Config shape (TOML)::
 
@@ -16,9 +16,7 @@ Config shape (TOML)::
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 _KEY_RE = re.compile(
     r"^(?:(?:ctrl|shift|alt|meta|super|hyper)\+)*(?:[a-z0-9_]+|\S)$", re.IGNORECASE
@@ -73,23 +71,10 @@ def validate_keymap(
     return result
 
 
-def keymap_from_config(config: Mapping[str, object]) -> dict[str, str]:
-    """The ``[keymap]`` table of a parsed config, validated against the dashboard's ids."""
-    from tapsim_tui.app import binding_defaults  # late: the app imports this module
-
+def keymap_from_config(config: Mapping[str, object], defaults: Mapping[str, str]) -> dict[str, str]:
+    """The ``[keymap]`` table of a parsed config, checked against the dashboard's binding
+    ids and default keys (``tapsim_tui.app.binding_defaults()``)."""
     raw = config.get("keymap", {})
     if not isinstance(raw, Mapping):
         raise KeymapError('[keymap] must be a table of binding id = "keys"')
-    defaults = binding_defaults()
     return validate_keymap(raw, defaults, defaults)
-
-
-def load_keymap(path: Path) -> dict[str, str]:
-    """Read the ``[keymap]`` table of a TOML file (missing file: empty keymap)."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise KeymapError(f"cannot read keymap from {path}: {exc}") from exc
-    return keymap_from_config(data)

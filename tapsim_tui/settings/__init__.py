@@ -1,0 +1,57 @@
+"""Everything a user tells the dashboard, read and checked in one place.
+
+=====================  ==================================================================
+``options``            the command line (``build_parser``) and the config file's node
+                       options, merged into the node's ``NodeConfig``
+``config_file``        the TOML file: where it is, reading it, and the dashboard's
+                       ``DashboardSettings`` (node options, passphrases, keymap)
+``keymap``             ``[keymap]``: binding id → keys, checked against the bindings
+``start_errors``       the one-line words for a node that cannot start
+=====================  ==================================================================
+
+The node's own parts of the configuration (``NodeConfig``, the listen address, ids and
+the one peer-URL rule ``parse_peer_url``) are the node's, in ``node.runtime.config``:
+the CLI, the config file and the Add-peer dialog all call them. Importing this package
+is cheap: Textual and the node's runtime are imported only when used.
+"""
+
+from node.runtime.config import ConfigError, parse_peer_url
+from tapsim_tui.settings.config_file import (
+    DashboardSettings,
+    config_path,
+    dashboard_settings,
+    load_config_file,
+)
+from tapsim_tui.settings.keymap import KeymapError, keymap_from_config, validate_keymap
+from tapsim_tui.settings.options import (
+    PROG,
+    build_parser,
+    check_demo_options,
+    node_config_from_args,
+)
+from tapsim_tui.settings.start_errors import (
+    NodeStartError,
+    describe_start_error,
+    died_at_start,
+    start_timed_out,
+)
+
+__all__ = [
+    "PROG",
+    "ConfigError",
+    "DashboardSettings",
+    "KeymapError",
+    "NodeStartError",
+    "build_parser",
+    "check_demo_options",
+    "config_path",
+    "dashboard_settings",
+    "describe_start_error",
+    "died_at_start",
+    "keymap_from_config",
+    "load_config_file",
+    "node_config_from_args",
+    "parse_peer_url",
+    "start_timed_out",
+    "validate_keymap",
+]
