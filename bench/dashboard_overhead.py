@@ -3,7 +3,7 @@
     uv run python bench/dashboard_overhead.py [--events 30000] [--runs 3] [--idle-seconds 5]
 
 The receiving node runs in this process exactly as `tapsim` runs it: a
-tapsim_tui.node_start.NodeThread (its own loop in a thread). A `tapsim node` child (author
+tests.support.node_thread.NodeThread (its own loop in a thread). A `tapsim node` child (author
 ``bench-a``, pre-signed events queued in its outbox, as in stream_throughput.py) streams
 ``--events`` events to it. Events/s are read from the node's own counter (first to last
 stored event) in two modes, alternated run by run so drift hits both alike:

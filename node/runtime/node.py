@@ -24,7 +24,7 @@ from node.protocol.keystore import (
 from node.protocol.session import Role
 from node.runtime.activity import Counters, NodeLog
 from node.runtime.clients import ClientPool
-from node.runtime.config import NodeConfig, PeerConfig, listen_urls
+from node.runtime.config import ConfigError, NodeConfig, PeerConfig, listen_urls, parse_peer_url
 from node.runtime.directory import PeerDirectory
 from node.runtime.faults import FaultBoard
 from node.runtime.federation import FederationApi, FederationPorts
@@ -305,7 +305,10 @@ class Node:
             case Repair(peer_id=peer, group_id=group):
                 self.repairs.request(peer, group)
             case AddPeer(url=url, groups=groups):
-                self.add_peer(PeerConfig(url, tuple(groups)))
+                try:
+                    self.add_peer(PeerConfig(parse_peer_url(url), tuple(groups)))
+                except ConfigError as exc:
+                    self.log(f"peer not added: {exc}")
             case SetFault(stream_key=key, fault=fault, enabled=enabled):
                 self.faults.set(StreamKey.parse(key), Fault(fault), enabled)
 
