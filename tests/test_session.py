@@ -642,6 +642,41 @@ def test_bad_json_before_hello():
     assert error.sequence == 1  # a fatal ERROR may be the first and only frame
 
 
+def test_integer_outside_64_bits_is_bad_json_not_answered():
+    # rev 6 (§2): a PING holding 2^63 is not answered with a PONG.
+    for value in (2**63, 2**64, -(2**63) - 1):
+        clock = Clock()
+        bob, raw, _ = acceptor_with_raw(clock)
+        line = raw.line("PING")[:-2] + b',"n":%d}\n' % value
+        bob.handle(bob.s.receive_data(line, clock.t), clock.t)
+        assert fatal_sent(bob).code == ErrorCode.BAD_JSON
+        assert [f.type for f in frames_of(bob.out(clock.t))] == ["ERROR"]  # no PONG
+
+
+def test_non_canonical_base64_in_an_event_is_bad_frame():
+    clock = Clock()
+    bob, raw, _ = acceptor_with_raw(clock)
+    event = make_event(ALICE).to_dict()
+    text = event["ciphertext"]
+    assert text.endswith("=") and not text.endswith("==")  # 2 bits of the last char unused
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(text[-2])
+    event["ciphertext"] = text[:-2] + alphabet[(last & ~3) | 1] + "="
+    assert base64.b64decode(event["ciphertext"]) == base64.b64decode(text)
+    bob.handle(bob.s.receive_data(raw.line("EVENT", event, group_id=GROUP), clock.t), clock.t)
+    assert not of_type(bob.log, EventReceived)
+    assert_fatal(bob, ErrorCode.BAD_FRAME, clock)
+
+
+def test_hello_from_the_reserved_server_id_current_is_bad_frame():
+    clock = Clock()
+    bob = Side(new_session(BOB, Role.ACCEPTOR, clock, Signer(BOB, 2)))
+    raw = RawPeer("current", 7)
+    bob.handle(bob.s.receive_data(raw.hello_line(BOB, clock.t), clock.t), clock.t)
+    assert bob.s.peer_id is None and not of_type(bob.log, HandshakeComplete)
+    assert_fatal(bob, ErrorCode.BAD_FRAME, clock)
+
+
 def test_bad_frame_missing_field_refs_the_frame():
     clock = Clock()
     bob, _raw, _ = acceptor_with_raw(clock)
@@ -1136,7 +1171,13 @@ def _digit_crossing(grant_bytes: int | None) -> tuple[Side, RawPeer, int]:
     alice.handle(alice.s.receive_data(raw.line("CREDIT", grant), clock.t), clock.t)
     before = alice.s.credit_out_bytes
     event = Event(
-        ulid_at(T0, 7), ALICE, 1, "AAAA", content_hash(b"\0\0\0"), "ed25519:AAAAAAAA", "A" * 88
+        ulid_at(T0, 7),
+        ALICE,
+        1,
+        "AAAA",
+        content_hash(b"\0\0\0"),
+        "ed25519:AAAAAAAA",
+        "A" * 86 + "==",
     )
     assert alice.s.send_event(event, clock.t)
     reserved = before - alice.s.credit_out_bytes
