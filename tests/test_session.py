@@ -766,6 +766,40 @@ def test_hello_required_late():
     assert_fatal(bob, ErrorCode.HELLO_REQUIRED, clock)
 
 
+@pytest.mark.parametrize("role", [Role.ACCEPTOR, Role.INITIATOR])
+def test_keepalive_waits_for_the_handshake(role):
+    """rev 6 (§4.1, §4.5): with a 1 s ping interval a silent new stream is not dead at
+    3 s; only the 10 s HELLO deadline applies, and no PING goes out before it."""
+    clock = Clock()
+    peer = BOB if role is Role.INITIATOR else None
+    side = Side(new_session(ALICE, role, clock, Signer(ALICE, 1), peer_id=peer, ping_interval=1.0))
+    if role is Role.INITIATOR:
+        side.s.initiate(clock.t)
+        assert [f.type for f in frames_of(side.out(clock.t))] == ["HELLO"]
+    assert side.s.next_deadline() == pytest.approx(T0 + 10)
+    for t in (T0 + 1, T0 + 3, T0 + 3.5, T0 + 6, T0 + 9.99):
+        side.handle(side.s.tick(t), t)
+        assert side.s.state == HANDSHAKING and not side.s.ended, side.log
+        assert side.out(t) == b""  # no PING, no TIMEOUT
+        assert side.s.next_deadline() == pytest.approx(T0 + 10)
+    clock.t = T0 + 10
+    side.handle(side.s.tick(clock.t), clock.t)
+    assert_fatal(side, ErrorCode.HELLO_REQUIRED, clock)
+
+
+def test_keepalive_starts_at_the_handshake():
+    clock = Clock(T0 + 5)  # the stream opened at T0; HELLO read 5 s later
+    bob = Side(new_session(BOB, Role.ACCEPTOR, Clock(), Signer(BOB, 2), ping_interval=1.0))
+    bob.handle(bob.s.receive_data(RawPeer().hello_line(BOB, clock.t), clock.t), clock.t)
+    assert bob.s.state == UP
+    assert "PING" in [f.type for f in frames_of(bob.out(clock.t))]
+    bob.handle(bob.s.tick(T0 + 7.99), T0 + 7.99)
+    assert bob.s.state == UP
+    clock.t = T0 + 8
+    bob.handle(bob.s.tick(clock.t), clock.t)
+    assert_fatal(bob, ErrorCode.TIMEOUT, clock)
+
+
 def test_hello_required_initiator_never_answered():
     clock = Clock()
     a, _ = make_pair(clock)
@@ -846,6 +880,44 @@ def test_sequence_violation_on_hello():
     raw.seq = 4
     bob.handle(bob.s.receive_data(raw.hello_line(BOB, clock.t), clock.t), clock.t)
     assert_fatal(bob, ErrorCode.SEQUENCE_VIOLATION, clock)
+
+
+def _bob_sent_events(count: int) -> tuple[Side, RawPeer, Clock, int]:
+    """Bob (acceptor) after sending ``count`` EVENTs to a raw Alice; and his last sequence."""
+    clock = Clock()
+    bob, raw, answer = acceptor_with_raw(clock)
+    bob.handle(
+        bob.s.receive_data(raw.line("CREDIT", {"events": 10, "bytes": 1 << 20}), clock.t),
+        clock.t,
+    )
+    for _ in range(count):
+        assert bob.s.send_event(make_event(BOB), clock.t)
+    sent = answer + frames_of(bob.out(clock.t))
+    assert [f.sequence for f in sent] == list(range(1, len(sent) + 1))
+    return bob, raw, clock, len(sent)
+
+
+def test_ack_beyond_what_was_sent_is_sequence_violation():
+    bob, raw, clock, last = _bob_sent_events(2)
+    bob.handle(bob.s.receive_data(raw.line("ACK", {"through": last + 1}), clock.t), clock.t)
+    assert not of_type(bob.log, EventsAcknowledged)
+    assert_fatal(bob, ErrorCode.SEQUENCE_VIOLATION, clock)
+
+
+def test_ack_going_backwards_is_sequence_violation():
+    bob, raw, clock, last = _bob_sent_events(2)
+    for through in (last, last):  # the same `through` again is fine
+        bob.handle(bob.s.receive_data(raw.line("ACK", {"through": through}), clock.t), clock.t)
+    assert len(of_type(bob.log, EventsAcknowledged)) == 1 and bob.s.state == UP
+    bob.handle(bob.s.receive_data(raw.line("ACK", {"through": last - 1}), clock.t), clock.t)
+    assert_fatal(bob, ErrorCode.SEQUENCE_VIOLATION, clock)
+
+
+def test_ack_of_exactly_what_was_sent_is_fine():
+    bob, raw, clock, last = _bob_sent_events(1)
+    bob.handle(bob.s.receive_data(raw.line("ACK", {"through": last - 1}), clock.t), clock.t)
+    bob.handle(bob.s.receive_data(raw.line("ACK", {"through": last}), clock.t), clock.t)
+    assert bob.s.state == UP and bob.s.unacked == 0 and not of_type(bob.log, ErrorSent)
 
 
 def test_message_too_large_mid_line():
