@@ -622,7 +622,7 @@ class Node:
             event = held.to_event() if held is not None else None
             frame = Frame("EVENT", str(ULID()), self.server_id, len(lines) + 1, event, group_id)
             line = lines[event_id] = encode_frame(frame)
-            return len(line) - 1
+            return len(line)
 
         ids, payload = respond(request, store, group_id, line_size)
         out = [lines[i] for i in ids]
