@@ -11,7 +11,7 @@ import base64
 import json
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from node.protocol.decoder import LineDecoder
@@ -160,8 +160,17 @@ def _frame_like(draw) -> dict:
     return d
 
 
+_FRAME = {"id": "01KAZ2J2NV0000000000000001", "origin": "server-alice", "group_id": "g!x"}
+
+
 @settings(max_examples=300)
 @given(_frame_like())
+@example({**_FRAME, "type": "PING", "sequence": 2**63, "payload": {}})
+@example({**_FRAME, "type": "CREDIT", "sequence": 1, "payload": {"events": 2**64, "bytes": 1}})
+@example({**_FRAME, "type": "ACK", "sequence": 1, "payload": {"through": -(2**64)}})
+@example({**_FRAME, "type": "EVENT", "sequence": 1, "payload": {"seq": 1e300}})
+@example({**_FRAME, "type": "HELLO", "sequence": 1.0, "payload": {"version": "1.0.0"}})
+@example({**_FRAME, "type": "X", "sequence": 1, "x": [float("inf"), -0.0, 2**64]})
 def test_frame_from_dict_raises_only_protocol_errors(obj):
     for candidate in (obj, json.dumps(obj).encode()):
         try:
