@@ -204,6 +204,18 @@ def test_empty_range_and_several_ranges_merge_in_order():
     assert plan.want == []  # ids of an empty range are outside it: ignored
 
 
+def test_response_ranges_keep_the_order_of_the_request():
+    # rev 6 (§5.3): in the order of the request's ranges, not sorted, empty ones included.
+    src = source(range(100))
+    order = [(ulid(60), ulid(63)), ("", ulid(5)), (ulid(90), ulid(80)), (ulid(95), "")]
+    req = parse_checkpoint_request(
+        {"ranges": [{"lo": lo, "hi": hi, "ids": []} for lo, hi in order]}
+    )
+    _ids, payload = respond(req, src, G, lambda _i: 300)
+    assert [(r["lo"], r["hi"]) for r in payload["ranges"]] == order
+    assert [r["count"] for r in payload["ranges"]] == [3, 5, 0, 5]
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     mine=st.sets(st.integers(0, 300)),

@@ -11,12 +11,14 @@ import base64
 import json
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from node.protocol.decoder import LineDecoder
 from node.protocol.errors import ErrorCode, ProtocolError
 from node.protocol.frames import (
+    INT64_MAX,
+    INT64_MIN,
     MAX_CREDIT,
     Ack,
     Checkpoint,
@@ -27,11 +29,12 @@ from node.protocol.frames import (
     Hello,
     Ping,
     Pong,
+    b64decode_canonical,
     encode_frame,
     frame_from_dict,
     parse_frame,
 )
-from node.protocol.ids import CROCKFORD
+from node.protocol.ids import CROCKFORD, is_server_id
 
 VECTORS = Path(__file__).parent / "vectors"
 
@@ -157,8 +160,17 @@ def _frame_like(draw) -> dict:
     return d
 
 
+_FRAME = {"id": "01KAZ2J2NV0000000000000001", "origin": "server-alice", "group_id": "g!x"}
+
+
 @settings(max_examples=300)
 @given(_frame_like())
+@example({**_FRAME, "type": "PING", "sequence": 2**63, "payload": {}})
+@example({**_FRAME, "type": "CREDIT", "sequence": 1, "payload": {"events": 2**64, "bytes": 1}})
+@example({**_FRAME, "type": "ACK", "sequence": 1, "payload": {"through": -(2**64)}})
+@example({**_FRAME, "type": "EVENT", "sequence": 1, "payload": {"seq": 1e300}})
+@example({**_FRAME, "type": "HELLO", "sequence": 1.0, "payload": {"version": "1.0.0"}})
+@example({**_FRAME, "type": "X", "sequence": 1, "x": [float("inf"), -0.0, 2**64]})
 def test_frame_from_dict_raises_only_protocol_errors(obj):
     for candidate in (obj, json.dumps(obj).encode()):
         try:
@@ -183,7 +195,9 @@ def test_conformance_vector_frames_parse():
 _ulid = st.tuples(st.sampled_from("01234567"), st.text(CROCKFORD, min_size=25, max_size=25)).map(
     "".join
 )
-_server_id = st.text("abcdefghijklmnopqrstuvwxyzABCXYZ0123456789._-", min_size=1, max_size=64)
+_server_id = st.text(
+    "abcdefghijklmnopqrstuvwxyzABCXYZ0123456789._-", min_size=1, max_size=64
+).filter(lambda s: s != "current")  # reserved (§2)
 _group_id = st.text("abcxyzABC019._-", min_size=1, max_size=128).map(lambda s: "g!" + s)
 _b64_64 = st.binary(min_size=64, max_size=64).map(lambda b: base64.b64encode(b).decode())
 _b64_32 = st.binary(min_size=32, max_size=32).map(lambda b: base64.b64encode(b).decode())
@@ -270,3 +284,107 @@ def test_unknown_type_parses_as_unknown():
         b'{"type":"GOSSIP","id":"01KAZ2J2NV0000000000000001","origin":"a","sequence":7}'
     )
     assert not frame.known and frame.payload is None and frame.sequence == 7
+
+
+# --------------------------------------------------------------------------- rev 6, §2
+
+
+def _ping(**extra) -> bytes:
+    d = {"type": "PING", "id": "01KAZ2J2NV0000000000000001", "origin": "a", "sequence": 1}
+    d.update(extra)
+    return json.dumps(d).encode()
+
+
+def _event_dict(**override) -> dict:
+    payload = {
+        "event_id": "01KAZ2J2NV0000000000000002",
+        "author": "server-alice",
+        "seq": 1,
+        "ciphertext": base64.b64encode(b"sealed").decode(),
+        "content_hash": "sha256:" + "0" * 64,
+        "key_id": "ed25519:AAAAAAAA",
+        "signature": base64.b64encode(bytes(64)).decode(),
+    }
+    payload.update(override)
+    return {
+        "type": "EVENT",
+        "id": "01KAZ2J2NV0000000000000001",
+        "origin": "server-alice",
+        "sequence": 1,
+        "group_id": "g!x",
+        "payload": payload,
+    }
+
+
+def _code(line: bytes) -> ErrorCode | None:
+    try:
+        parse_frame(line)
+    except ProtocolError as exc:
+        return exc.code
+    return None
+
+
+def test_integers_at_the_signed_64_bit_bounds_are_read():
+    assert parse_frame(_ping(payload={"n": INT64_MAX})).type == "PING"
+    assert parse_frame(_ping(payload={"n": INT64_MIN})).type == "PING"
+    line = json.dumps(_event_dict(seq=INT64_MAX)).encode()
+    assert parse_frame(line).payload.seq == INT64_MAX
+
+
+def test_an_integer_outside_the_signed_64_bit_range_is_bad_json():
+    # orjson reads 2^63 … 2^64−1 as int and wider ones as float: both are refused,
+    # wherever they stand (an unknown field, the payload, a list, the sequence).
+    for value in (INT64_MAX + 1, 2**64 - 1, 2**64, 10**30, INT64_MIN - 1, -(2**64) - 1):
+        assert _code(_ping(payload={"n": value})) == ErrorCode.BAD_JSON, value
+        assert _code(_ping(extra=[[{"deep": value}]])) == ErrorCode.BAD_JSON, value
+        assert _code(_ping(sequence=value)) == ErrorCode.BAD_JSON, value
+        assert _code(json.dumps(_event_dict(seq=value)).encode()) == ErrorCode.BAD_JSON, value
+
+
+def test_a_wide_float_is_not_an_integer():
+    # 1e19 and 2^64 as a float are numbers, not integer literals: an unknown field may hold them.
+    for literal in (b"1e19", b"-1e19", b"18446744073709551616.0", b"1.5e300"):
+        line = _ping()[:-1] + b', "x": ' + literal + b"}"
+        assert parse_frame(line).type == "PING", literal
+
+
+_wide = st.integers(min_value=INT64_MAX + 1) | st.integers(max_value=INT64_MIN - 1)
+
+
+@given(_wide, st.booleans())
+def test_any_wide_integer_anywhere_is_bad_json(value, in_payload):
+    obj = _event_dict() if in_payload else {"type": "X", "id": "01KAZ2J2NV0000000000000001"}
+    obj["payload" if in_payload else "x"] = {**obj.get("payload", {}), "n": [value]}
+    assert _code(json.dumps(obj).encode()) == ErrorCode.BAD_JSON
+
+
+def test_base64_must_be_canonical():
+    assert b64decode_canonical("QQ==") == b"A"
+    assert b64decode_canonical("QUI=") == b"AB"
+    assert b64decode_canonical("QUJD") == b"ABC"
+    assert b64decode_canonical("") == b""
+    # Same bytes, non-zero unused bits: not canonical.
+    for bad in ("QR==", "QX==", "QUJ=", "QUL=", "QQ", "QQ=", "QQ==\n", " QQ==", "QQ-_", "Q===", 5):
+        assert b64decode_canonical(bad) is None, bad
+
+
+def test_non_canonical_ciphertext_and_signature_are_bad_frame():
+    sig = base64.b64encode(bytes(63) + b"\x01").decode()
+    assert sig.endswith("AQ==")
+    cases = {
+        "ciphertext": "c2VhbB==",  # canonical: c2VhbA== ("seal")
+        "signature": sig[:-3] + "R==",  # canonical: …AQ==
+    }
+    assert base64.b64decode(cases["ciphertext"]) == b"seal"
+    assert base64.b64decode(cases["signature"]) == base64.b64decode(sig)
+    for name, value in cases.items():
+        line = json.dumps(_event_dict(**{name: value})).encode()
+        assert _code(line) == ErrorCode.BAD_FRAME, name
+    assert _code(json.dumps(_event_dict(signature=sig)).encode()) is None
+
+
+def test_current_is_not_a_server_id():
+    assert is_server_id("server-alice") and is_server_id("Current") and is_server_id("current2")
+    assert not is_server_id("current")
+    assert _code(_ping(origin="current")) == ErrorCode.BAD_FRAME
+    assert _code(json.dumps(_event_dict(author="current")).encode()) == ErrorCode.BAD_FRAME

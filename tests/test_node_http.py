@@ -23,7 +23,7 @@ import orjson
 import pytest
 from ulid import ULID
 
-from node.protocol.frames import encode_frame, parse_frame
+from node.protocol.frames import Frame, encode_frame, parse_frame
 from node.protocol.identity import Identity, KeyDocument, verify_key_document
 from node.protocol.ids import format_rfc3339
 from node.protocol.signing import content_hash
@@ -415,6 +415,64 @@ async def test_equivocation_on_send_keeps_the_lower_hash(alice):
     assert high_hash != low_hash
     assert "bob" in alice.node.store.equivocators(G)
     assert summary(alice.node)[0] == 1
+
+
+# --------------------------------------------------------------------------- §5.3
+
+
+def _response_line_size(event, sequence: int, origin: str = "alice") -> int:
+    """The length of the EVENT line a checkpoint answer carries (``\\n`` excluded)."""
+    frame = Frame("EVENT", str(ULID()), origin, sequence, event, G)
+    return len(encode_frame(frame)) - 1
+
+
+async def test_checkpoint_page_cap_counts_each_line_with_its_newline(tmp_path):
+    """rev 6 (§5.3): 1 MiB of EVENT lines counts each line's ``\\n``. The events are sized
+    so that the first 11 lines fit the cap without their newlines but not with them."""
+    node = await start_node(tmp_path, "alice", max_message_size=1 << 18)
+    client = FederationClient(node.url)
+    bob = author("bob")
+    try:
+        await pin_by_hello(node, bob)
+        base = int(ULID()) & ~((1 << 80) - 1)
+        ids = [str(ULID.from_int(base + n)) for n in range(1, 13)]
+        events = [bob.sign_event(G, ids[n], n + 1, os.urandom(72_000)) for n in range(10)]
+        budget = (1 << 20) - sum(_response_line_size(e, n + 1) for n, e in enumerate(events))
+        # The 11th line: its length without `\n` in [budget - 10, budget], i.e. the 11
+        # lines fit without their newlines (≤ 1 MiB) and do not with them (> 1 MiB).
+        envelope = _response_line_size(bob.sign_event(G, ids[10], 11, b""), 11)
+        start = max(0, (budget - envelope) * 3 // 4 - 8)
+        for raw in range(start, start + 32):
+            last = bob.sign_event(G, ids[10], 11, os.urandom(raw))
+            if budget - 10 <= _response_line_size(last, 11) <= budget:
+                break
+        else:
+            raise AssertionError("no ciphertext size puts the 11th line at the cap")
+        events += [last, bob.sign_event(G, ids[11], 12, b"tail")]
+        for e in events:
+            frame = Frame("EVENT", str(ULID()), "bob", 1, e, G)
+            r = await post(client, f"{P}/encrypted-groups/{G}/send", encode_frame(frame))
+            assert r.status == 200, r.body
+        request = {
+            "type": "CHECKPOINT",
+            "id": str(ULID()),
+            "origin": "bob",
+            "sequence": 1,
+            "group_id": G,
+            "payload": {"ranges": [{"lo": "", "hi": "", "ids": []}], "limit": 1000},
+        }
+        r = await post(client, f"{P}/encrypted-groups/{G}/checkpoint", orjson.dumps(request))
+        assert r.status == 200
+        lines = r.body.splitlines(keepends=True)
+        *event_lines, final = lines
+        assert all(orjson.loads(line)["type"] == "EVENT" for line in event_lines)
+        assert sum(len(line) for line in event_lines) <= 1 << 20
+        assert len(event_lines) == 10
+        payload = orjson.loads(final)["payload"]
+        assert payload["more"] is True and payload["next"] == ids[9]
+    finally:
+        await client.close()
+        await node.stop()
 
 
 # --------------------------------------------------------------------------- §3.3

@@ -355,7 +355,7 @@ class HostileHandler:
 
         raise ProtocolError(ErrorCode.OVERLOADED, "no streams here")
 
-    async def send(self, group_id: str, line: bytes):
+    async def send(self, group_id: str, line: bytes, origin: str | None):
         raise AssertionError("a failed repair must not send anything")
 
     def _fp(self) -> str:

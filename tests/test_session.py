@@ -642,6 +642,41 @@ def test_bad_json_before_hello():
     assert error.sequence == 1  # a fatal ERROR may be the first and only frame
 
 
+def test_integer_outside_64_bits_is_bad_json_not_answered():
+    # rev 6 (§2): a PING holding 2^63 is not answered with a PONG.
+    for value in (2**63, 2**64, -(2**63) - 1):
+        clock = Clock()
+        bob, raw, _ = acceptor_with_raw(clock)
+        line = raw.line("PING")[:-2] + b',"n":%d}\n' % value
+        bob.handle(bob.s.receive_data(line, clock.t), clock.t)
+        assert fatal_sent(bob).code == ErrorCode.BAD_JSON
+        assert [f.type for f in frames_of(bob.out(clock.t))] == ["ERROR"]  # no PONG
+
+
+def test_non_canonical_base64_in_an_event_is_bad_frame():
+    clock = Clock()
+    bob, raw, _ = acceptor_with_raw(clock)
+    event = make_event(ALICE).to_dict()
+    text = event["ciphertext"]
+    assert text.endswith("=") and not text.endswith("==")  # 2 bits of the last char unused
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(text[-2])
+    event["ciphertext"] = text[:-2] + alphabet[(last & ~3) | 1] + "="
+    assert base64.b64decode(event["ciphertext"]) == base64.b64decode(text)
+    bob.handle(bob.s.receive_data(raw.line("EVENT", event, group_id=GROUP), clock.t), clock.t)
+    assert not of_type(bob.log, EventReceived)
+    assert_fatal(bob, ErrorCode.BAD_FRAME, clock)
+
+
+def test_hello_from_the_reserved_server_id_current_is_bad_frame():
+    clock = Clock()
+    bob = Side(new_session(BOB, Role.ACCEPTOR, clock, Signer(BOB, 2)))
+    raw = RawPeer("current", 7)
+    bob.handle(bob.s.receive_data(raw.hello_line(BOB, clock.t), clock.t), clock.t)
+    assert bob.s.peer_id is None and not of_type(bob.log, HandshakeComplete)
+    assert_fatal(bob, ErrorCode.BAD_FRAME, clock)
+
+
 def test_bad_frame_missing_field_refs_the_frame():
     clock = Clock()
     bob, _raw, _ = acceptor_with_raw(clock)
@@ -731,6 +766,40 @@ def test_hello_required_late():
     assert_fatal(bob, ErrorCode.HELLO_REQUIRED, clock)
 
 
+@pytest.mark.parametrize("role", [Role.ACCEPTOR, Role.INITIATOR])
+def test_keepalive_waits_for_the_handshake(role):
+    """rev 6 (§4.1, §4.5): with a 1 s ping interval a silent new stream is not dead at
+    3 s; only the 10 s HELLO deadline applies, and no PING goes out before it."""
+    clock = Clock()
+    peer = BOB if role is Role.INITIATOR else None
+    side = Side(new_session(ALICE, role, clock, Signer(ALICE, 1), peer_id=peer, ping_interval=1.0))
+    if role is Role.INITIATOR:
+        side.s.initiate(clock.t)
+        assert [f.type for f in frames_of(side.out(clock.t))] == ["HELLO"]
+    assert side.s.next_deadline() == pytest.approx(T0 + 10)
+    for t in (T0 + 1, T0 + 3, T0 + 3.5, T0 + 6, T0 + 9.99):
+        side.handle(side.s.tick(t), t)
+        assert side.s.state == HANDSHAKING and not side.s.ended, side.log
+        assert side.out(t) == b""  # no PING, no TIMEOUT
+        assert side.s.next_deadline() == pytest.approx(T0 + 10)
+    clock.t = T0 + 10
+    side.handle(side.s.tick(clock.t), clock.t)
+    assert_fatal(side, ErrorCode.HELLO_REQUIRED, clock)
+
+
+def test_keepalive_starts_at_the_handshake():
+    clock = Clock(T0 + 5)  # the stream opened at T0; HELLO read 5 s later
+    bob = Side(new_session(BOB, Role.ACCEPTOR, Clock(), Signer(BOB, 2), ping_interval=1.0))
+    bob.handle(bob.s.receive_data(RawPeer().hello_line(BOB, clock.t), clock.t), clock.t)
+    assert bob.s.state == UP
+    assert "PING" in [f.type for f in frames_of(bob.out(clock.t))]
+    bob.handle(bob.s.tick(T0 + 7.99), T0 + 7.99)
+    assert bob.s.state == UP
+    clock.t = T0 + 8
+    bob.handle(bob.s.tick(clock.t), clock.t)
+    assert_fatal(bob, ErrorCode.TIMEOUT, clock)
+
+
 def test_hello_required_initiator_never_answered():
     clock = Clock()
     a, _ = make_pair(clock)
@@ -811,6 +880,44 @@ def test_sequence_violation_on_hello():
     raw.seq = 4
     bob.handle(bob.s.receive_data(raw.hello_line(BOB, clock.t), clock.t), clock.t)
     assert_fatal(bob, ErrorCode.SEQUENCE_VIOLATION, clock)
+
+
+def _bob_sent_events(count: int) -> tuple[Side, RawPeer, Clock, int]:
+    """Bob (acceptor) after sending ``count`` EVENTs to a raw Alice; and his last sequence."""
+    clock = Clock()
+    bob, raw, answer = acceptor_with_raw(clock)
+    bob.handle(
+        bob.s.receive_data(raw.line("CREDIT", {"events": 10, "bytes": 1 << 20}), clock.t),
+        clock.t,
+    )
+    for _ in range(count):
+        assert bob.s.send_event(make_event(BOB), clock.t)
+    sent = answer + frames_of(bob.out(clock.t))
+    assert [f.sequence for f in sent] == list(range(1, len(sent) + 1))
+    return bob, raw, clock, len(sent)
+
+
+def test_ack_beyond_what_was_sent_is_sequence_violation():
+    bob, raw, clock, last = _bob_sent_events(2)
+    bob.handle(bob.s.receive_data(raw.line("ACK", {"through": last + 1}), clock.t), clock.t)
+    assert not of_type(bob.log, EventsAcknowledged)
+    assert_fatal(bob, ErrorCode.SEQUENCE_VIOLATION, clock)
+
+
+def test_ack_going_backwards_is_sequence_violation():
+    bob, raw, clock, last = _bob_sent_events(2)
+    for through in (last, last):  # the same `through` again is fine
+        bob.handle(bob.s.receive_data(raw.line("ACK", {"through": through}), clock.t), clock.t)
+    assert len(of_type(bob.log, EventsAcknowledged)) == 1 and bob.s.state == UP
+    bob.handle(bob.s.receive_data(raw.line("ACK", {"through": last - 1}), clock.t), clock.t)
+    assert_fatal(bob, ErrorCode.SEQUENCE_VIOLATION, clock)
+
+
+def test_ack_of_exactly_what_was_sent_is_fine():
+    bob, raw, clock, last = _bob_sent_events(1)
+    bob.handle(bob.s.receive_data(raw.line("ACK", {"through": last - 1}), clock.t), clock.t)
+    bob.handle(bob.s.receive_data(raw.line("ACK", {"through": last}), clock.t), clock.t)
+    assert bob.s.state == UP and bob.s.unacked == 0 and not of_type(bob.log, ErrorSent)
 
 
 def test_message_too_large_mid_line():
@@ -1136,7 +1243,13 @@ def _digit_crossing(grant_bytes: int | None) -> tuple[Side, RawPeer, int]:
     alice.handle(alice.s.receive_data(raw.line("CREDIT", grant), clock.t), clock.t)
     before = alice.s.credit_out_bytes
     event = Event(
-        ulid_at(T0, 7), ALICE, 1, "AAAA", content_hash(b"\0\0\0"), "ed25519:AAAAAAAA", "A" * 88
+        ulid_at(T0, 7),
+        ALICE,
+        1,
+        "AAAA",
+        content_hash(b"\0\0\0"),
+        "ed25519:AAAAAAAA",
+        "A" * 86 + "==",
     )
     assert alice.s.send_event(event, clock.t)
     reserved = before - alice.s.credit_out_bytes

@@ -311,6 +311,33 @@ async def test_big_send_body_is_413_and_the_connection_survives(node, size):
     assert r.status == 200
 
 
+@pytest.mark.parametrize("action", ["send", "checkpoint"])
+@pytest.mark.parametrize("line", [4096 + 1, 4096 + 2, 10_000])
+@pytest.mark.parametrize("group", ["g!example", "g!nope"])
+async def test_413_comes_before_403_and_the_group_check(node, action, line, group):
+    """rev 6 (§3.3): the body is read, and refused when too large, before the
+    Authorization header (which signs its hash) and the group are checked."""
+    r = await node.client.request(
+        "POST",
+        f"{P}/encrypted-groups/{group}/{action}",
+        headers=[CT, ("authorization", 'Taps origin="server-evil"')],
+        body=b"x" * line + b"\n",
+    )
+    assert r.status == 413
+    assert error_of(r)["code"] == "MESSAGE_TOO_LARGE"
+    assert node.handler.auth_seen == []  # refused before the header was looked at
+
+
+async def test_a_line_of_max_message_size_reaches_the_header_check(node):
+    r = await node.client.request(
+        "POST",
+        f"{P}/encrypted-groups/g!example/send",
+        headers=[CT, ("authorization", 'Taps origin="server-evil"')],
+        body=b"x" * 4095 + b"\r\n",  # the `\r` counts (§2)
+    )
+    assert r.status == 403 and error_of(r)["code"] == "AUTH_FAILED"
+
+
 async def test_413_while_the_body_is_still_being_sent(node):
     stream = await node.client.open_stream(f"{P}/encrypted-groups/g!example/send", [CT])
     await stream.write(b"y" * 5000)  # over the limit, body still open

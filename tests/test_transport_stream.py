@@ -321,3 +321,32 @@ async def test_goaway_refuses_later_streams_and_the_client_moves_to_a_new_connec
     finally:
         await client.close()
         bare.close()
+
+
+async def test_a_connection_silent_for_dead_after_is_never_reused():
+    """rev 6 (§4.5): nothing read for 3 × the ping interval: the connection is dead as a
+    whole; new streams and requests go on a new one. Silence is made by moving the time
+    of the last read back, not by waiting."""
+    handler = EchoHandler(max_message_size=65536)
+    server = await start_server(FederationApp(handler, close_grace=5.0), "127.0.0.1", 0)
+    client = FederationClient(server.url, dead_after=3.0)
+    try:
+        first = await client.connection()
+        assert (await client.request("GET", "/_taps/federation/caps")).status == 200
+        assert await client.connection() is first  # busy: reused
+        first.last_read_at -= 2.9
+        assert await client.connection() is first  # quiet, not yet dead: reused
+        stream = await client.open_stream(f"{P}/g!greet/stream", CT)
+        await asyncio.wait_for(stream.response(), WAIT)
+        first.last_read_at -= 3.0
+        r = await asyncio.wait_for(client.request("GET", "/_taps/federation/caps"), WAIT)
+        assert r.status == 200
+        second = await client.connection()
+        assert second is not first and first.closed and not second.closed
+        # The stream on the dead connection is failed, not left to hang.
+        with pytest.raises(TransportError):
+            while await asyncio.wait_for(stream.read(), WAIT) is not None:
+                pass
+    finally:
+        await client.close()
+        await server.stop()

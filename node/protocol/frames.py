@@ -12,8 +12,8 @@ Unknown fields are ignored everywhere, as the contract requires.
 
 from __future__ import annotations
 
-import base64
 import binascii
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +32,9 @@ from node.protocol.ids import (
 PROTOCOL_VERSION = "1.0.0"
 FRAME_TYPES = ("HELLO", "CREDIT", "EVENT", "ACK", "PING", "PONG", "ERROR", "CHECKPOINT")
 MAX_CREDIT = 2**31 - 1
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_WIDE_FLOAT = 2.0**63  # orjson's float for an integer literal beyond 64 bits is at least this
 
 _KEY_ID_RE = re.compile(r"ed25519:[A-Za-z0-9_-]{8}")
 _HASH_RE = re.compile(r"sha256:[0-9a-f]{64}")
@@ -47,13 +50,31 @@ def _is_int(value: object) -> bool:
     return type(value) is int
 
 
+def b64decode_canonical(value: object) -> bytes | None:
+    """The bytes of canonical padded base64 (§2), or None for anything else.
+
+    Canonical: the standard alphabet, padded to a multiple of 4, nothing around it, and
+    the bits a final padded group leaves unused are zero, so each byte string has
+    exactly one encoding (``QR==`` decodes like ``QQ==`` but is not canonical).
+    """
+    if not isinstance(value, str):
+        return None
+    try:
+        raw = binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+    tail = len(raw) % 3
+    if tail and binascii.b2a_base64(raw[-tail:], newline=False) != value[-4:].encode():
+        return None
+    return raw
+
+
 def _b64(value: object, name: str, size: int | None = None) -> bytes:
     if not isinstance(value, str):
         raise _bad(f"{name} must be a base64 string")
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise _bad(f"{name} is not valid base64") from None
+    raw = b64decode_canonical(value)
+    if raw is None:
+        raise _bad(f"{name} is not canonical padded base64")
     if size is not None and len(raw) != size:
         raise _bad(f"{name} must decode to {size} bytes")
     return raw
@@ -227,6 +248,7 @@ class Event:
         if not _is_int(seq) or seq < 1:
             raise _bad("payload.seq must be an integer ≥ 1")
         ciphertext = _str(p, "ciphertext")
+        _b64(ciphertext, "payload.ciphertext")
         content_hash = _str(p, "content_hash")
         if _HASH_RE.fullmatch(content_hash) is None:
             raise _bad("payload.content_hash must be sha256:<64 lowercase hex>")
@@ -234,8 +256,7 @@ class Event:
         if _KEY_ID_RE.fullmatch(key_id) is None:
             raise _bad("payload.key_id is malformed")
         signature = _str(p, "signature")
-        if len(signature) != 88:
-            raise _bad("payload.signature must be base64 of 64 bytes")
+        _b64(signature, "payload.signature", 64)
         return cls(event_id, author, seq, ciphertext, content_hash, key_id, signature)
 
     def ciphertext_bytes(self) -> bytes:
@@ -398,14 +419,61 @@ def frame_id_of(obj: object) -> str | None:
 
 
 def loads_object(line: bytes) -> dict:
-    """JSON-decode one line into an object, or BAD_JSON."""
+    """JSON-decode one line into an object, or BAD_JSON (§2: also for an integer
+    outside the signed 64-bit range, wherever it stands in the line)."""
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise ProtocolError(ErrorCode.BAD_JSON, f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_JSON, "a frame must be a JSON object")
+    if _may_hold_wide_integer(obj) and _holds_wide_integer(line):
+        raise ProtocolError(ErrorCode.BAD_JSON, "an integer outside the signed 64-bit range")
     return obj
+
+
+def _may_hold_wide_integer(obj: dict) -> bool:
+    """Whether the decoded line has a number that may have been an integer beyond 64 bits.
+
+    orjson keeps integers up to 2^64−1 as ``int`` and turns wider ones into ``float``,
+    so an ``int`` out of range is certain and a ``float`` of magnitude ≥ 2^63 is a
+    suspect (it may as well have been written ``1e19``). Iterative: nesting is deep.
+    """
+    stack: list[Any] = [obj]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is dict:
+            stack.extend(value.values())
+        elif kind is list:
+            stack.extend(value)
+        elif kind is int:
+            if not INT64_MIN <= value <= INT64_MAX:
+                return True
+        elif kind is float and abs(value) >= _WIDE_FLOAT:
+            return True
+    return False
+
+
+class _WideInteger(Exception):
+    pass
+
+
+def _check_integer_literal(text: str) -> int:
+    if len(text) > 20 or not INT64_MIN <= int(text) <= INT64_MAX:
+        raise _WideInteger
+    return 0
+
+
+def _holds_wide_integer(line: bytes) -> bool:
+    """Read the line's integer literals as written (the stdlib parser shows them)."""
+    try:
+        json.loads(line, parse_int=_check_integer_literal)
+    except _WideInteger:
+        return True
+    except (ValueError, RecursionError):
+        return True  # orjson read it, the stdlib cannot: too deep to tell, so refuse
+    return False
 
 
 def parse_frame(line: bytes) -> Frame:

@@ -18,7 +18,6 @@ Pin policy (who is trusted for which server id) is not here but in :mod:`node.pr
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import re
 import time
@@ -46,11 +45,8 @@ def _auth(message: str, ref: str | None = None) -> ProtocolError:
 
 
 def _b64decode(value: str) -> bytes | None:
-    """Standard padded base64, strictly; None instead of an exception."""
-    try:
-        return binascii.a2b_base64(value, strict_mode=True)
-    except (binascii.Error, ValueError, TypeError):
-        return None
+    """Canonical padded base64 (§2), strictly; None instead of an exception."""
+    return frames.b64decode_canonical(value)
 
 
 def _b64encode(raw: bytes) -> str:

@@ -33,8 +33,17 @@ def ulid_bytes(value: str) -> bytes:
     return n.to_bytes(16, "big")
 
 
+# Reserved (§2): a server of that id would be served at `GET /keys/current`, the path of
+# the answering node's own key document.
+RESERVED_SERVER_ID = "current"
+
+
 def is_server_id(value: object) -> bool:
-    return isinstance(value, str) and _SERVER_ID_RE.fullmatch(value) is not None
+    return (
+        isinstance(value, str)
+        and _SERVER_ID_RE.fullmatch(value) is not None
+        and value != RESERVED_SERVER_ID
+    )
 
 
 def is_group_id(value: object) -> bool:

@@ -421,6 +421,8 @@ class StreamSession:
                 events,
             )
             return events
+        if self.state == HANDSHAKING:
+            return events  # only the HELLO deadline runs until the handshake (§4.1)
         if not self._peer_eof and ka.is_dead(now):
             self._fail(
                 ErrorCode.TIMEOUT,
@@ -450,9 +452,9 @@ class StreamSession:
         ka = self._keepalive
         if self.ended:
             return ka.dead_at
-        deadlines: list[float] = []
         if self.state == HANDSHAKING:
-            deadlines.append(self._hello_deadline)
+            return self._hello_deadline
+        deadlines: list[float] = []
         if not self._peer_eof:
             deadlines.append(ka.dead_at)
             if ka.next_ping_at is not None:
@@ -737,7 +739,22 @@ class StreamSession:
         self._queue_ping(now)
         events.append(HandshakeComplete(hello.server_id, hello, key_doc))
 
+    def _check_ack(self, ack: Ack) -> None:
+        """An ACK covers only what we sent, and never goes back (§4.4)."""
+        sent = self._next_seq - 1
+        if ack.through > sent:
+            raise ProtocolError(
+                ErrorCode.SEQUENCE_VIOLATION,
+                f"ACK through {ack.through}, but our last frame is {sent}",
+            )
+        if ack.through < self._out_acks.acked_through:
+            raise ProtocolError(
+                ErrorCode.SEQUENCE_VIOLATION,
+                f"ACK through {ack.through} after through {self._out_acks.acked_through}",
+            )
+
     def _ack_read(self, ack: Ack, now: float, events: list[SessionEvent]) -> None:
+        self._check_ack(ack)
         ids = self._out_acks.ack(ack.through, now)
         if ids:
             events.append(EventsAcknowledged(ids))
@@ -766,6 +783,7 @@ class StreamSession:
     def _frame_after_close(self, frame: Frame, now: float, events: list[SessionEvent]) -> None:
         """Our side ended in order: still take the peer's ACKs and ERRORs, ignore the rest."""
         if frame.type == "ACK":
+            self._check_ack(frame.payload)
             ids = self._out_acks.ack(frame.payload.through, now)
             if ids:
                 events.append(EventsAcknowledged(ids))

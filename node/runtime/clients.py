@@ -13,14 +13,19 @@ from node.transport.client import FederationClient
 
 
 class ClientPool:
-    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None, *, dead_after: float) -> None:
+        """``dead_after``: seconds without reading anything after which a connection is
+        dead and never reused (§4.5: 3 × our ping interval)."""
         self._ssl_context = ssl_context
+        self._dead_after = dead_after
         self._clients: dict[str, FederationClient] = {}
 
     def for_url(self, url: str) -> FederationClient:
         client = self._clients.get(url)
         if client is None:
-            client = self._clients[url] = FederationClient(url, ssl_context=self._ssl_context)
+            client = self._clients[url] = FederationClient(
+                url, ssl_context=self._ssl_context, dead_after=self._dead_after
+            )
         return client
 
     async def close(self) -> None:

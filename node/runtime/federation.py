@@ -102,7 +102,7 @@ class FederationApi:
     def open_stream(self, group_id: str) -> StreamEndpoint:
         return self._ports.accept_stream(group_id)
 
-    async def send(self, group_id: str, line: bytes) -> tuple[int, list[bytes]]:
+    async def send(self, group_id: str, line: bytes, origin: str | None) -> tuple[int, list[bytes]]:
         frame = parse_frame(line)
         if frame.type != "EVENT":
             raise ProtocolError(ErrorCode.BAD_FRAME, f"send takes one EVENT, not {frame.type}")
@@ -111,9 +111,10 @@ class FederationApi:
         if frame.group_id != group_id:
             raise ProtocolError(ErrorCode.BAD_FRAME, "group_id differs from the URL", frame.id)
         ports = self._ports
+        hop = origin or frame.origin  # §3.3: a signed request's origin is the hop
         if ports.frame_log is not None:
-            ports.frame_log.record("in", frame.origin, group_id, "EVENT", frame.size, frame.payload)
-        outcome = await ports.ingest(group_id, frame.payload, frame.origin)
+            ports.frame_log.record("in", hop, group_id, "EVENT", frame.size, frame.payload)
+        outcome = await ports.ingest(group_id, frame.payload, hop)
         if outcome.status == REJECTED:
             ports.counters.events_rejected += 1
             raise ProtocolError(outcome.code or ErrorCode.INTERNAL, outcome.message, frame.id)
@@ -157,7 +158,7 @@ class FederationApi:
             event = held.to_event() if held is not None else None
             frame = Frame("EVENT", str(ULID()), self.server_id, len(lines) + 1, event, group_id)
             line = lines[event_id] = encode_frame(frame)
-            return len(line) - 1
+            return len(line)
 
         ids, payload = respond(request, store, group_id, line_size)
         out = [lines[i] for i in ids]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from node.protocol.errors import ErrorCode, ProtocolError
 from node.protocol.frames import Event
+from node.protocol.keepalive import DEAD_AFTER_INTERVALS
 from node.protocol.keystore import (
     REPLAY_WINDOW,
     HelloAuthenticator,
@@ -80,7 +81,9 @@ class Node:
             max_message_size=config.max_message_size,
             log=self.log,
         )
-        self.clients = ClientPool(config.client_ssl_context())
+        self.clients = ClientPool(
+            config.client_ssl_context(), dead_after=DEAD_AFTER_INTERVALS * config.ping_interval
+        )
         self.store: Store
         self.keystore: KeyStore
         self.directory: PeerDirectory

@@ -215,9 +215,10 @@ def respond(
     """Ids of the EVENT frames to send, in order, and the final CHECKPOINT payload.
 
     ``line_size(event_id)`` is the byte length of that event's EVENT line as the
-    shell will write it; EVENT lines stop before they would pass ``byte_cap``
-    (the final CHECKPOINT frame is not counted), but at least one is always sent so
-    paging makes progress.
+    shell will write it, its ``\\n`` included (§5.3 counts whole lines); EVENT lines
+    stop before they would pass ``byte_cap`` (the final CHECKPOINT frame is not
+    counted), but at least one is always sent so paging makes progress. The range
+    summaries are in the order of the request's ranges.
     """
     plan = plan_response(request, source, group)
     used = 0

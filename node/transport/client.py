@@ -522,7 +522,9 @@ class FederationClient:
 
     ``pinned_cert_sha256`` (hex of the SHA-256 of the peer's DER certificate) replaces
     CA verification by an exact match, for self-signed federation certificates.
-    The connection is opened on first use and re-opened after it was lost or GOAWAY.
+    The connection is opened on first use and re-opened after it was lost or GOAWAY,
+    or once nothing at all was read on it for ``dead_after`` seconds (3 × the ping
+    interval, §4.5): no new stream or request ever goes on a connection that silent.
     """
 
     def __init__(
@@ -532,6 +534,7 @@ class FederationClient:
         ssl_context: ssl.SSLContext | None = None,
         pinned_cert_sha256: str | None = None,
         connect_timeout: float = 30.0,
+        dead_after: float = 90.0,
     ) -> None:
         library_patches.install()
         parts = urlsplit(base_url)
@@ -544,6 +547,7 @@ class FederationClient:
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.authority = f"{host}:{self.port}"
         self.connect_timeout = connect_timeout
+        self.dead_after = dead_after
         self._pin = (
             bytes.fromhex(pinned_cert_sha256.replace(":", "")) if pinned_cert_sha256 else None
         )
@@ -606,10 +610,13 @@ class FederationClient:
         if self._closed:
             raise TransportError(self.base_url, "client is closed")
         conn = self._conn
-        if conn is not None and conn.usable:
+        if conn is not None and conn.usable and not self._silent(conn, self.dead_after):
             return conn
         async with self._lock:
             conn = self._conn
+            if conn is not None and self._silent(conn, self.dead_after):
+                await self._discard(conn)
+                conn = None
             if conn is None or not conn.usable:
                 self._conn = conn = await self._connect()
             return conn
@@ -624,12 +631,20 @@ class FederationClient:
         once, so a connection silent for 3 × the ping interval is dead, not idle.
         """
         conn = self._conn
-        if conn is None or conn.closed or time.monotonic() - conn.last_read_at < silent_for:
+        if conn is None or not self._silent(conn, silent_for):
             return False
-        self._conn = None
+        await self._discard(conn)
+        return True
+
+    @staticmethod
+    def _silent(conn: _Connection, silent_for: float) -> bool:
+        return not conn.closed and time.monotonic() - conn.last_read_at >= silent_for
+
+    async def _discard(self, conn: _Connection) -> None:
+        if self._conn is conn:
+            self._conn = None
         conn.writer.transport.abort()  # a frozen peer never drains a graceful close
         await conn.close()
-        return True
 
     async def open_stream(
         self,

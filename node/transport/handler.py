@@ -74,9 +74,11 @@ class FederationHandler(Protocol):
     def open_stream(self, group_id: str) -> StreamEndpoint:
         """Accept a stream for a served group (may raise OVERLOADED/SHUTDOWN → 503)."""
 
-    async def send(self, group_id: str, line: bytes) -> tuple[int, list[bytes]]:
+    async def send(self, group_id: str, line: bytes, origin: str | None) -> tuple[int, list[bytes]]:
         """Handle the single frame line of ``POST …/send`` (``\\n`` stripped, a trailing
-        ``\\r`` kept). Returns the status and the NDJSON response lines."""
+        ``\\r`` kept). ``origin`` is the authenticated origin of a signed request (§3.3:
+        then the hop, whatever the frame says), None for an unsigned one. Returns the
+        status and the NDJSON response lines."""
 
     async def digest(self, group_id: str, query: dict[str, str]) -> dict:
         """The digest document of §5.2; ``query`` keeps blank values (``buckets=``)."""

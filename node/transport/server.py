@@ -2,12 +2,12 @@
 
 Two things shape this module. First, the check order of §3 is part of the contract
 (an independent implementation tests it): path shape, method, media type, Accept,
-request authentication, group, then query and body; every failure is one NDJSON
-ERROR frame with the status of §3. Second, hypercorn's HTTP/2 quirks: it stops reading
-the whole connection while one stream's app queue is full, and its ``send`` never
-blocks on a closed HTTP/2 window. So the stream endpoint gets one receive loop that
-never awaits anything but ``receive()``, and a separate writer whose pace is set by the
-endpoint's (credit-bounded) ``outgoing()``.
+the body's size (413), request authentication, group, then query and body; every
+failure is one NDJSON ERROR frame with the status of §3. Second, hypercorn's HTTP/2
+quirks: it stops reading the whole connection while one stream's app queue is full,
+and its ``send`` never blocks on a closed HTTP/2 window. So the stream endpoint gets
+one receive loop that never awaits anything but ``receive()``, and a separate writer
+whose pace is set by the endpoint's (credit-bounded) ``outgoing()``.
 """
 
 from __future__ import annotations
@@ -209,11 +209,14 @@ class FederationApp:
         handler = self.handler
         body = b""
         if route.method == "POST":
+            # §3.3: the header signs the body's hash, so the body is read (413 beyond
+            # max_message_size) before the header and the group are checked.
             body = await _read_body(receive, handler.max_message_size + 2)
+            _check_line_sizes(body, handler.max_message_size)
         query: bytes = scope.get("query_string", b"")
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         path_and_query = (raw_path + b"?" + query if query else raw_path).decode("latin-1")
-        handler.authenticate_request(
+        origin = handler.authenticate_request(
             headers.joined(b"authorization"), route.method, path_and_query, body
         )
         self._check_group(route)
@@ -223,7 +226,7 @@ class FederationApp:
             await self._respond_json(send, doc)
         elif route.endpoint is Endpoint.SEND:
             line = _single_line(body, handler.max_message_size)
-            status, lines = await handler.send(group_id, line)
+            status, lines = await handler.send(group_id, line, origin)
             await self._respond(send, status, _join_lines(lines), _FRAME_CT)
         else:
             line = _single_line(body, handler.max_message_size)
@@ -348,6 +351,12 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"request body over {limit} bytes")
         if not message.get("more_body", False):
             return bytes(body)
+
+
+def _check_line_sizes(body: bytes, max_line: int) -> None:
+    """MESSAGE_TOO_LARGE for a body line (``\\n`` excluded) over ``max_line`` bytes."""
+    if len(body) > max_line and any(len(line) > max_line for line in body.split(b"\n")):
+        raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"line longer than {max_line} bytes")
 
 
 def _single_line(body: bytes, max_line: int) -> bytes:

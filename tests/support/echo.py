@@ -178,7 +178,7 @@ class EchoHandler:
         self.stream_opened.set()
         return endpoint
 
-    async def send(self, group_id: str, line: bytes) -> tuple[int, list[bytes]]:
+    async def send(self, group_id: str, line: bytes, origin: str | None) -> tuple[int, list[bytes]]:
         self._check_load()
         frame = parse_frame(line)
         self.sent.append(line)
