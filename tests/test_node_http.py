@@ -518,6 +518,24 @@ async def test_request_authentication_on_an_open_node(alice):
     assert r.status == 200 and orjson.loads(r.body)["count"] == 1
 
 
+async def test_a_signed_sends_header_origin_is_the_hop_for_an_unknown_authors_key(alice, tmp_path):
+    """§3.3 / §4.3 (rev 6): the author's key is fetched from the header's origin, whatever
+    origin the EVENT frame claims."""
+    relay = await start_node(tmp_path, "relay")
+    try:
+        dan = author("dan")  # no URL of its own: only the relay can vouch for its key
+        await pin_by_hello(relay, dan)
+        await pin_by_hello(alice.node, relay.identity)  # alice knows the relay and its URL
+        line, _, eid = event_line(dan, 1, b"relayed by send", origin="somebody-else")
+        r = await post(alice.client, SEND, line, [CT, signed(relay.identity, "alice", SEND, line)])
+        assert r.status == 200, r.body
+        assert lines_of(r)[0]["payload"]["event_ids"] == [eid]
+        pin = alice.node.keystore.pin("dan")
+        assert pin is not None and pin.provisional and pin.via == "relay"
+    finally:
+        await relay.stop()
+
+
 async def test_closed_node(tmp_path):
     """Closed: only configured peers stream in, and one-shot requests must be signed."""
     bob = await start_node(tmp_path, "bob")
