@@ -53,8 +53,8 @@ from common import (
 )
 
 from node.protocol.frames import Event
+from node.storage.backends import open_store
 from node.storage.ingest import Ingest
-from node.storage.store import Store
 from node.transport import FederationClient
 
 BATCH = 256  # the default credit window: what one stream can have in flight
@@ -141,7 +141,7 @@ async def baseline_tcp(lines: list[bytes]) -> float:
 
 
 def baseline_ingest(events: list[Event], author: str, tmp: Path) -> float:
-    store = Store.open(str(tmp / "baseline.sqlite3"))
+    store = open_store(str(tmp / "baseline.sqlite3"))
     key = identity_for(author).public_key
     ingest = Ingest(store, lambda a, k: key if a == author else None)
     start = time.perf_counter()

@@ -14,8 +14,8 @@ from node.protocol.errors import ErrorCode
 from node.protocol.frames import Event, parse_frame
 from node.protocol.ids import CROCKFORD
 from node.protocol.signing import content_hash, event_string
+from node.storage.backends import open_store
 from node.storage.ingest import DUPLICATE, REJECTED, STORED, Ingest, check_signatures
-from node.storage.store import Store
 from node.sync.fingerprint import event_term, fingerprint
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "v1.json").read_text())
@@ -65,7 +65,7 @@ def signed_event(author: str, n: int, seq: int | None = None, body: bytes | None
 
 @pytest.fixture
 def store():
-    s = Store.open(":memory:")
+    s = open_store(":memory:")
     yield s
     s.close()
 

@@ -13,15 +13,16 @@ import pytest
 
 from node.protocol.errors import ErrorCode
 from node.protocol.identity import Identity
+from node.storage.backends import open_store
 from node.storage.ingest import DUPLICATE, REJECTED, Ingest
-from node.storage.store import Store, StoredEvent
+from node.storage.store import StoredEvent
 
 G = "g!recheck"
 
 
 def test_a_duplicate_of_a_rolled_back_write_is_not_acknowledged():
     ident = Identity.from_seed(b"\x09" * 32, "alice")
-    store = Store.open(":memory:")
+    store = open_store(":memory:")
     ingest = Ingest(store, lambda author, key_id: ident.public_key)
     event = ident.sign_event(G, "01KAZ2J2R80000000000000002", 1, b"sealed bytes")
     held = StoredEvent.from_event(

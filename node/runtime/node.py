@@ -1,6 +1,6 @@
 """The running node: one asyncio shell around the sans-IO core.
 
-It owns the identity, the key store, the SQLite store (through its one thread), the
+It owns the identity, the key store, the event store (through its one thread), the
 hypercorn server, the links to configured peers and every live stream. It is the
 transport's :class:`~node.transport.handler.FederationHandler`, the streams' hub
 (ingest, outbox, relay) and the source of the dashboard's snapshots. Protocol rules
@@ -45,6 +45,7 @@ from node.runtime.config import NodeConfig, PeerConfig, listen_urls
 from node.runtime.keyfetch import KeyFetcher
 from node.runtime.seed_file import load_identity
 from node.runtime.stream_runner import StreamRunner
+from node.storage.backends import open_store
 from node.storage.ingest import REJECTED, STORED, Ingest
 from node.storage.store import Store, StoredEvent
 from node.storage.store_thread import IngestQueue, StoreThread
@@ -142,7 +143,7 @@ class Node:
         config = self.config
         data_dir = Path(config.data_dir)
         self.identity = load_identity(data_dir, config.server_id)
-        self.store = await self.store_thread.run(Store.open, str(data_dir / "events.sqlite3"))
+        self.store = await self.store_thread.run(open_store, str(data_dir / "events.sqlite3"))
         self.keystore = KeyStore(
             closed=config.closed,
             on_change=lambda doc, source: self.store_thread.submit(
