@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from node.protocol.keystore import REPLAY_WINDOW
 from node.runtime.node import DurableReplayCache
 from node.storage.backends import open_store
 from node.storage.store_thread import StoreThread
@@ -20,7 +21,7 @@ def test_replay_window_survives_restart(tmp_path):
     thread = StoreThread()
     store = open_store(path)
     restarted = DurableReplayCache(store, thread)
-    restarted.load(store.replay_entries(1200.0 - 600.0))
+    restarted.load(store.replay_entries(1200.0 - REPLAY_WINDOW))
     assert not restarted.check_and_record("hello:01KAZ2J2NV0000000000000001", 1200.0)
     # Outside the window the same key is fresh again.
     assert restarted.check_and_record("hello:01KAZ2J2NV0000000000000001", 1700.0)

@@ -33,6 +33,7 @@ from node.protocol.frames import (
 from node.protocol.identity import Identity, verify_signature
 from node.protocol.ids import format_rfc3339, group_matches, is_group_id
 from node.protocol.keystore import (
+    REPLAY_WINDOW,
     HelloAuthenticator,
     KeyStore,
     MemoryReplayCache,
@@ -58,7 +59,6 @@ from node.view.snapshot import FAULT_ACK_PAUSED, FAULT_CREDIT_ONE, FAULT_CUT, No
 log = logging.getLogger("tapsim.node")
 
 CAPABILITIES = ["stream", "send", "ack", "credit", "ping", "digest", "checkpoint", "relay"]
-REPLAY_WINDOW = 600.0  # §4.1, §3.3
 RENEW_CHECK = 86400.0  # seconds between checks that our key document is not near expiry
 MAX_STREAMS = 1000  # inbound streams over all connections, beyond which we answer 503
 
@@ -81,7 +81,7 @@ class DurableReplayCache:
         for key, seen_at in entries:
             self._memory.check_and_record(key, seen_at)
 
-    def check_and_record(self, key: str, now: float, window: float = 600.0) -> bool:
+    def check_and_record(self, key: str, now: float, window: float = REPLAY_WINDOW) -> bool:
         if not self._memory.check_and_record(key, now, window):
             return False
         self._thread.submit(self._store.check_and_record, key, now, window)

@@ -97,10 +97,10 @@ def parse_digest_query(query: str | Mapping[str, str | list[str]]) -> DigestQuer
         buckets = DEFAULT_BUCKETS
     else:
         if _DIGITS_RE.fullmatch(raw) is None:
-            raise _bad("digest query: buckets must be an integer 1–256")
+            raise _bad(f"digest query: buckets must be an integer 1–{MAX_BUCKETS}")
         buckets = int(raw)
         if not 1 <= buckets <= MAX_BUCKETS:
-            raise _bad("digest query: buckets must be 1–256")
+            raise _bad(f"digest query: buckets must be 1–{MAX_BUCKETS}")
     return DigestQuery(lo, hi, buckets)
 
 
