@@ -46,10 +46,10 @@ from node.runtime.config import NodeConfig, PeerConfig, listen_urls
 from node.runtime.keyfetch import KeyFetcher
 from node.runtime.seed_file import load_identity
 from node.runtime.stream_runner import StreamRunner
-from node.storage.backends import open_store
-from node.storage.ingest import REJECTED, STORED, Ingest
+from node.storage.ingest import Ingest
+from node.storage.ingest_queue import IngestQueue
 from node.storage.store import Store, StoredEvent
-from node.storage.store_thread import IngestQueue, StoreThread
+from node.storage.store_thread import StoreThread
 from node.sync.checkpoint import CheckpointRequest, parse_checkpoint_request, respond
 from node.sync.digest import parse_digest_query
 from node.view.commands import AddPeer, Command, PublishEvent, Repair, SetFault
@@ -143,7 +143,7 @@ class Node:
         config = self.config
         data_dir = Path(config.data_dir)
         self.identity = load_identity(data_dir, config.server_id)
-        self.store = await self.store_thread.run(open_store, str(data_dir / "events.sqlite3"))
+        self.store = await self.store_thread.open(str(data_dir / "events.sqlite3"))
         self.keystore = KeyStore(
             closed=config.closed,
             on_change=lambda doc, source: self.store_thread.submit(
@@ -508,10 +508,10 @@ class Node:
         events, outcomes = await self.store_thread.run(
             self._author_events, group_id, ciphertexts, relay
         )
-        stored = [e for e, o in zip(events, outcomes, strict=True) if o.status == STORED]
+        stored = [e for e, o in zip(events, outcomes, strict=True) if type(o) is s.Stored]
         self.counters["events_published"] += len(stored)
         for o in outcomes:
-            if o.status == REJECTED:
+            if type(o) is s.Rejected:
                 self.counters["events_rejected"] += 1
                 self.log(f"own event rejected: {o.code} {o.message}")
         if stored:
@@ -580,12 +580,13 @@ class Node:
         if self.frame_log is not None:
             self.frame_log.record("in", frame.origin, group_id, "EVENT", frame.size, frame.payload)
         outcome = await self.ingest_queue.process(group_id, frame.payload, frame.origin)
-        if outcome.status == REJECTED:
+        if type(outcome) is s.Rejected:
             self.counters["events_rejected"] += 1
-            raise ProtocolError(outcome.code or ErrorCode.INTERNAL, outcome.message, frame.id)
-        ids = [outcome.event_id] if outcome.status == STORED else []
+            raise ProtocolError(outcome.code, outcome.message, frame.id)
+        stored = type(outcome) is s.Stored
+        ids = [outcome.event_id] if stored else []
         lines = [self._reply_frame("ACK", 1, Ack(1, ids), group_id)]
-        if outcome.equivocation:
+        if stored and outcome.equivocation:
             err = Error(ErrorCode.EQUIVOCATION, outcome.message, frame.id, False)
             lines.append(self._reply_frame("ERROR", 2, err, group_id))
         return 200, lines

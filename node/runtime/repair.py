@@ -21,8 +21,7 @@ from ulid import ULID
 from node.protocol.errors import ProtocolError
 from node.protocol.frames import Checkpoint, Frame, encode_frame, parse_frame
 from node.protocol.ids import format_rfc3339
-from node.protocol.session import Role
-from node.storage.ingest import REJECTED
+from node.protocol.session import Rejected, Role
 from node.sync import planner as ae
 from node.transport.client import FederationClient, TransportError
 from node.transport.media import FRAME_MEDIA_TYPE
@@ -210,7 +209,7 @@ class Repair:
         outcomes = await asyncio.gather(
             *(queue.process(self.group_id, ev, self.peer_id) for ev in events)
         )
-        rejected = [o for o in outcomes if o.status == REJECTED]
+        rejected = [o for o in outcomes if type(o) is Rejected]
         if rejected:
             self.node.log(
                 f"repair {self.peer_id} {self.group_id}: {len(rejected)} events rejected "

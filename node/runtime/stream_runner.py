@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING
 from node.protocol import session as s
 from node.protocol.errors import ErrorCode
 from node.protocol.session import EventTooLarge, Role, StreamSession
-from node.storage.ingest import DUPLICATE, STORED
-from node.storage.ingest import Outcome as IngestOutcome
 
 if TYPE_CHECKING:
     from node.protocol.frames import Event
@@ -137,20 +135,14 @@ class StreamRunner:
 
     # ------------------------------------------------------------------ node side
 
-    def processed(self, sequence: int, outcome: IngestOutcome) -> None:
+    def processed(self, sequence: int, outcome: s.Outcome) -> None:
         """The durable outcome of an EVENT this stream handed to the ingest queue."""
         if self.finished:
             return
-        if outcome.status == STORED:
-            result: s.Outcome = s.Stored(outcome.event_id, outcome.equivocation)
-        elif outcome.status == DUPLICATE:
-            result = s.Duplicate()
-        else:
-            result = s.Rejected(outcome.code or ErrorCode.INTERNAL, outcome.message)
         if self.acks_paused:
-            self._held.append((sequence, result))
+            self._held.append((sequence, outcome))
             return
-        self._dispatch(self.session.event_processed(sequence, result, time.time()))
+        self._dispatch(self.session.event_processed(sequence, outcome, time.time()))
 
     def pause_acks(self, paused: bool) -> None:
         """Demo fault: hold outcomes back, so neither ACKs nor new CREDIT go out."""
