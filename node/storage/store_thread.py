@@ -6,6 +6,10 @@ its in-memory index included, runs on this single thread, which keeps the index 
 transactions in lock step without locks. The only other threads near the store are the
 ingest's verification pool, which sees nothing but event bytes and keys
 (:mod:`node.storage.ingest_queue`).
+
+The loop learns about the store without asking through :attr:`StoreThread.summary`: after
+each job that changed it, this thread publishes a new immutable
+:class:`~node.storage.summary.StoreSummary`.
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from node.storage.backends import open_store
 from node.storage.store import Store
+from node.storage.summary import StoreSummary, SummaryBoard
 
+log = logging.getLogger("tapsim.store")
 T = TypeVar("T")
 
 
@@ -28,6 +35,12 @@ class StoreThread:
             max_workers=1, thread_name_prefix="tapsim-store"
         )
         self._store: Store | None = None
+        self._board = SummaryBoard()
+
+    @property
+    def summary(self) -> StoreSummary:
+        """The store as of the last job that changed it: read it from the loop, no lock."""
+        return self._board.current
 
     async def open(self, location: str) -> Store:
         """Open the store at ``location`` on this thread, which owns it from now on."""
@@ -39,11 +52,26 @@ class StoreThread:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        return await loop.run_in_executor(self._executor, functools.partial(self._job, fn, args))
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
         """Run ``fn`` later on the store thread, in submission order, without waiting."""
-        return self._executor.submit(fn, *args)
+        return self._executor.submit(self._job, fn, args)
+
+    def _job(self, fn: Callable[..., T], args: tuple) -> T:
+        try:
+            return fn(*args)
+        finally:
+            self._publish()
+
+    def _publish(self) -> None:
+        store = self._store
+        if store is None:
+            return
+        try:
+            self._board.publish(store)
+        except Exception:  # the job's own result (a commit, an ACK) must not depend on it
+            log.exception("publishing the store summary failed")
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
