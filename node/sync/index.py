@@ -25,7 +25,6 @@ from node.sync.digest import (
     DEFAULT_BUCKETS,
     EMPTY_FINGERPRINT,
     MAX_BUCKETS,
-    AuthorSummary,
     is_bound,
 )
 from node.sync.fingerprint import MOD, Accumulator, event_term, fingerprint
@@ -92,9 +91,6 @@ class AuthorSeqs:
             self.above.remove(seq)
         if seq == self.max_seq:
             self.max_seq = max(self.above) if self.above else self.contiguous
-
-    def summary(self) -> AuthorSummary:
-        return AuthorSummary(self.max_seq, self.contiguous, self.count)
 
     def as_dict(self) -> dict[str, int]:
         """The entry of the §5.2 ``authors`` map."""
@@ -190,12 +186,10 @@ class GroupIndex:
 
     def authors_map(self) -> dict[str, dict[str, int]]:
         """The §5.2 ``authors`` map, sorted by author."""
-        authors = self.authors
+        # dict() copies in one step: the snapshot builder still calls this from the loop
+        # while the store thread may add or drop an author (StoreSummary is the way out).
+        authors = dict(self.authors)
         return {a: authors[a].as_dict() for a in sorted(authors)}
-
-    def author_summaries(self) -> dict[str, AuthorSummary]:
-        authors = self.authors
-        return {a: authors[a].summary() for a in sorted(authors)}
 
     def bounds(self, lo: str, hi: str) -> tuple[int, int]:
         """Positions [i, j) of the ids in [lo, hi); an empty bound is open (§5.1), and a
@@ -325,7 +319,8 @@ class Index:
 
     def names(self) -> list[str]:
         """The groups holding at least one event, sorted."""
-        return sorted(g for g, index in self.groups.items() if index.ids)
+        # list() copies in one step: see authors_map.
+        return sorted(g for g, index in list(self.groups.items()) if index.ids)
 
     def count(self, group_id: str) -> int:
         return len(self.get(group_id))
