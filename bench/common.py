@@ -47,7 +47,8 @@ from node.protocol.ids import CROCKFORD, format_rfc3339  # noqa: E402
 from node.protocol.keystore import HelloAuthenticator, KeyStore, MemoryReplayCache  # noqa: E402
 from node.protocol.session import Role, SessionConfig, StreamSession  # noqa: E402
 from node.runtime.seed_file import SEED_FILE  # noqa: E402
-from node.storage.store import Store, StoredEvent  # noqa: E402
+from node.storage.backends import open_store  # noqa: E402
+from node.storage.store import StoredEvent  # noqa: E402
 from node.transport import FederationClient  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results.ndjson"
@@ -182,7 +183,7 @@ def seed_sender(data_dir: Path, author: str, peer_id: str, events: list[Event]) 
     key = data_dir / SEED_FILE
     key.write_bytes(seed_for(author))
     key.chmod(0o600)
-    store = Store.open(str(data_dir / "events.sqlite3"))
+    store = open_store(str(data_dir / "events.sqlite3"))
     try:
         now = time.time()
         rows = [

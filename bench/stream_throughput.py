@@ -17,7 +17,7 @@ Per run, all on 127.0.0.1 and in a fresh temporary directory:
 3. **baseline (a)**: the same EVENT lines over raw asyncio TCP to a child process that
    splits and JSON-parses every line; no HTTP/2, no crypto, no store (transport bound).
 4. **baseline (b)**: verify + hash + durable store of the same events in this process,
-   one thread, batches of 256 (node.ingest.Ingest.process; crypto/storage bound).
+   one thread, batches of 256 (node.storage.ingest.Ingest.process; crypto/storage bound).
 
 Prints a table of medians over the runs and the ratios node/(a) and node/(b), and appends a
 JSON line to bench/results.ndjson.
@@ -53,8 +53,9 @@ from common import (
 )
 
 from node.protocol.frames import Event
+from node.protocol.session import Stored
+from node.storage.backends import open_store
 from node.storage.ingest import Ingest
-from node.storage.store import Store
 from node.transport import FederationClient
 
 BATCH = 256  # the default credit window: what one stream can have in flight
@@ -141,14 +142,14 @@ async def baseline_tcp(lines: list[bytes]) -> float:
 
 
 def baseline_ingest(events: list[Event], author: str, tmp: Path) -> float:
-    store = Store.open(str(tmp / "baseline.sqlite3"))
+    store = open_store(str(tmp / "baseline.sqlite3"))
     key = identity_for(author).public_key
     ingest = Ingest(store, lambda a, k: key if a == author else None)
     start = time.perf_counter()
     for i in range(0, len(events), BATCH):
         chunk = [(e, author) for e in events[i : i + BATCH]]
         outcomes = ingest.process(GROUP, chunk, (), now=time.time())
-        assert all(o.status == "stored" for o in outcomes), outcomes[0]
+        assert all(type(o) is Stored for o in outcomes), outcomes[0]
     elapsed = time.perf_counter() - start
     store.close()
     return len(events) / elapsed

@@ -5,7 +5,8 @@
                     stream session (credit, ACKs, keepalive), backoff
 ``node.sync``       anti-entropy, pure: fingerprints, the sorted index,
                     digests, checkpoints, the repair planner
-``node.storage``    the ``Store`` (SQLite), §4.3 ingest, the store's thread
+``node.storage``    the ``Store`` (SQLite behind a protocol), §4.3 ingest, the
+                    store's thread and the summary it publishes
 ``node.transport``  HTTP/2: the hypercorn app and our h2 client
 ``node.view``       what the dashboard sees and says: snapshots, frame log,
                     commands

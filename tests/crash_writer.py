@@ -9,14 +9,15 @@ from __future__ import annotations
 import sys
 
 from node.protocol.signing import content_hash
-from node.storage.store import Store, StoredEvent
+from node.storage.backends import open_store
+from node.storage.store import StoredEvent
 
 GROUP = "g!crash"
 
 
 def main() -> None:
     path, mode, event_id = sys.argv[1:4]
-    store = Store.open(path)
+    store = open_store(path)
     body = event_id.encode()
     ev = StoredEvent(
         GROUP, event_id, "server-alice", 0, body, content_hash(body), "ed25519:AAAAAAAA", "sig"

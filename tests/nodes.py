@@ -43,7 +43,9 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what:
 
 
 def summary(node: Node, group: str = "g!test") -> tuple[int, str]:
-    return node.store.summary(group)
+    """(count, fingerprint) as the store thread last published it (the loop's view)."""
+    g = node.store_thread.summary.group(group)
+    return g.count, g.fingerprint
 
 
 def streams_up(node: Node, peer: str, group: str = "g!test") -> bool:

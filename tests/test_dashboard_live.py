@@ -68,9 +68,9 @@ async def test_dashboard_over_real_nodes(tmp_path, runtime):
         bob.stop()
         alice.stop()
     # What the node stored is ciphertext that only the passphrase's key opens.
-    from node.storage.store import Store
+    from node.storage.backends import open_store
 
-    store = Store.open(str(tmp_path / "bob" / "events.sqlite3"))
+    store = open_store(str(tmp_path / "bob" / "events.sqlite3"))
     try:
         (event_id,) = store.ids_in_range(GROUP)
         held = store.get_event(GROUP, event_id)

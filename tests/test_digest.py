@@ -19,11 +19,11 @@ from node.sync.digest import (
     DEFAULT_BUCKETS,
     EMPTY_FINGERPRINT,
     DigestQuery,
-    bucket_starts,
     parse_digest,
     parse_digest_query,
 )
 from node.sync.fingerprint import Accumulator, event_term
+from node.sync.index import bucket_starts
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "v1.json").read_text())
 U1, U2 = "01KAZ2J2NV0000000000000034", "01KAZ2JCEB000000000000003E"

@@ -8,7 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from node.storage.store import Store, StoredEvent
+from node.storage.backends import open_store
+from node.storage.store import StoredEvent
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "v1.json").read_text())
 GROUP = "g!example"
@@ -22,7 +23,7 @@ def _stored(group_id: str, event_id: str, content_hash: str, author: str, seq: i
 
 @pytest.fixture
 def store():
-    s = Store.open(":memory:")
+    s = open_store(":memory:")
     yield s
     s.close()
 

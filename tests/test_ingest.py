@@ -13,9 +13,10 @@ from nacl.signing import SigningKey
 from node.protocol.errors import ErrorCode
 from node.protocol.frames import Event, parse_frame
 from node.protocol.ids import CROCKFORD
+from node.protocol.session import Duplicate, Rejected, Stored
 from node.protocol.signing import content_hash, event_string
-from node.storage.ingest import DUPLICATE, REJECTED, STORED, Ingest, check_signatures
-from node.storage.store import Store
+from node.storage.backends import open_store
+from node.storage.ingest import Ingest, check_signatures
 from node.sync.fingerprint import event_term, fingerprint
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "v1.json").read_text())
@@ -65,7 +66,7 @@ def signed_event(author: str, n: int, seq: int | None = None, body: bytes | None
 
 @pytest.fixture
 def store():
-    s = Store.open(":memory:")
+    s = open_store(":memory:")
     yield s
     s.close()
 
@@ -80,8 +81,7 @@ POSITIVE = event_of(VECTORS["event"]["frame"])
 
 def test_positive_vector_is_stored(ingest, store):
     [out] = ingest.process(GROUP, [(POSITIVE, "server-alice")], now=100.0)
-    assert (out.status, out.code, out.equivocation) == (STORED, None, False)
-    assert out.event_id == POSITIVE.event_id
+    assert out == Stored(POSITIVE.event_id)
     held = store.get_event(GROUP, POSITIVE.event_id)
     assert held.ciphertext == bytes.fromhex(VECTORS["event"]["ciphertext_hex"])
     assert held.to_event() == POSITIVE
@@ -95,8 +95,9 @@ def test_positive_vector_is_stored(ingest, store):
 )
 def test_negative_vectors(ingest, store, case):
     [out] = ingest.process(GROUP, [(event_of(case["frame"]), "server-alice")], now=1.0)
-    assert out.status == REJECTED
+    assert type(out) is Rejected
     assert out.code == ErrorCode(case["expect"])
+    assert out.event_id == event_of(case["frame"]).event_id
     assert store.count(GROUP) == 0
 
 
@@ -116,7 +117,7 @@ def test_duplicate_is_acknowledged_without_reverifying(store):
     ingest.process(GROUP, [(POSITIVE, "server-alice")], now=1.0)
     calls.clear()
     [out] = ingest.process(GROUP, [(POSITIVE, "server-bob")], ["server-carol"], now=2.0)
-    assert (out.status, out.code) == (DUPLICATE, None)
+    assert out == Duplicate(POSITIVE.event_id)
     assert calls == []  # no key lookup, so no signature check either
     assert store.count(GROUP) == 1
     assert store.outbox_count("server-carol", GROUP) == 0  # a duplicate is not relayed again
@@ -129,13 +130,13 @@ def test_equivocation_same_event_id_converges(ingest, store, first_original):
     order = [POSITIVE, other] if first_original else [other, POSITIVE]
     first = ingest.process(GROUP, [(order[0], "server-alice")], ["server-carol"], now=1.0)
     second = ingest.process(GROUP, [(order[1], "server-alice")], ["server-carol"], now=2.0)
-    assert first[0].status == STORED
-    assert second[0].code == ErrorCode.EQUIVOCATION
+    assert first[0] == Stored(order[0].event_id)
     kept = case["kept_content_hash"]
     if order[1].content_hash == kept:  # the newcomer is lower: it replaces, is reported
-        assert (second[0].status, second[0].equivocation) == (STORED, True)
+        assert type(second[0]) is Stored and second[0].equivocation
+        assert "this one is kept" in second[0].message
     else:
-        assert second[0].status == REJECTED
+        assert type(second[0]) is Rejected and second[0].code == ErrorCode.EQUIVOCATION
     assert store.get_event(GROUP, POSITIVE.event_id).content_hash == kept
     assert store.count(GROUP) == 1
     assert store.equivocators(GROUP) == ["server-alice"]
@@ -151,7 +152,8 @@ def test_equivocation_same_seq_keeps_both(ingest, store):
     other = event_of(case["frame"])
     ingest.process(GROUP, [(POSITIVE, "server-alice")], now=1.0)
     [out] = ingest.process(GROUP, [(other, "server-alice")], ["server-carol"], now=2.0)
-    assert (out.status, out.code, out.equivocation) == (STORED, ErrorCode.EQUIVOCATION, True)
+    assert type(out) is Stored and out.equivocation and out.event_id == other.event_id
+    assert POSITIVE.event_id in out.message  # names the other event at that seq
     assert store.count(GROUP) == 2
     assert store.authors(GROUP)["server-alice"] == {"max_seq": 1, "contiguous_seq": 1, "count": 2}
     assert store.equivocators(GROUP) == ["server-alice"]
@@ -162,7 +164,7 @@ def test_malformed_ciphertext_is_bad_frame(ingest, store):
     ev = signed_event("server-alice", 1)
     ev.ciphertext = "not*base64"
     [out] = ingest.process(GROUP, [(ev, "server-alice")], now=1.0)
-    assert (out.status, out.code) == (REJECTED, ErrorCode.BAD_FRAME)
+    assert out == Rejected(ErrorCode.BAD_FRAME, "ciphertext is not base64", ev.event_id)
 
 
 def test_batch_is_one_transaction_with_relay_and_outcomes_in_order(ingest, store):
@@ -184,8 +186,8 @@ def test_batch_is_one_transaction_with_relay_and_outcomes_in_order(ingest, store
     assert commits == ["BEGIN IMMEDIATE", "COMMIT"]
     assert [o.event_id for o in outcomes] == [ev.event_id for ev, _ in items]
     assert outcomes[7].code == ErrorCode.BAD_SIGNATURE
-    assert outcomes[-1].status == DUPLICATE
-    assert sum(o.status == STORED for o in outcomes) == 40
+    assert type(outcomes[-1]) is Duplicate
+    assert sum(type(o) is Stored for o in outcomes) == 40
     assert store.count(GROUP) == 40
     # each stored event goes to every relay peer but the one it came from
     assert store.outbox_count("server-carol", GROUP) == 40
@@ -218,7 +220,7 @@ def test_split_steps_recheck_the_store_at_commit(ingest, store):
     ingest.process(GROUP, [(ev, "server-carol")], now=1.0)
     batch.verified = check_signatures(batch.candidates)
     [out] = ingest.commit(batch, ["server-dave"], now=2.0)
-    assert out.status == DUPLICATE
+    assert type(out) is Duplicate
     assert store.outbox_count("server-dave", GROUP) == 0
 
 

@@ -1,8 +1,8 @@
 """A duplicate found while another batch's transaction was open is confirmed at commit.
 
-prepare() runs on the verification pool while the previous batch may still be
-committing; if that transaction rolls back, the "duplicate" was never durable, and an
-ACK must not cover it (§4.4).
+The ingest queue screens a batch for duplicates on the store thread ahead of the previous
+batch's commit; if that transaction rolls back, the "duplicate" was never durable, and
+an ACK must not cover it (§4.4).
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ import pytest
 
 from node.protocol.errors import ErrorCode
 from node.protocol.identity import Identity
-from node.storage.ingest import DUPLICATE, REJECTED, Ingest
-from node.storage.store import Store, StoredEvent
+from node.protocol.session import Duplicate, Rejected
+from node.storage.backends import open_store
+from node.storage.ingest import Ingest
+from node.storage.store import StoredEvent
 
 G = "g!recheck"
 
 
 def test_a_duplicate_of_a_rolled_back_write_is_not_acknowledged():
     ident = Identity.from_seed(b"\x09" * 32, "alice")
-    store = Store.open(":memory:")
+    store = open_store(":memory:")
     ingest = Ingest(store, lambda author, key_id: ident.public_key)
     event = ident.sign_event(G, "01KAZ2J2R80000000000000002", 1, b"sealed bytes")
     held = StoredEvent.from_event(
@@ -30,12 +32,12 @@ def test_a_duplicate_of_a_rolled_back_write_is_not_acknowledged():
     with pytest.raises(RuntimeError), store.transaction():
         store.insert_event(held)
         batch = ingest.prepare(G, [(event, "alice")])
-        assert batch.outcomes[0].status == DUPLICATE  # the open transaction's write
+        assert type(batch.outcomes[0]) is Duplicate  # the open transaction's write
         raise RuntimeError("the commit failed")
     [outcome] = ingest.commit(batch, now=0.0)
-    assert outcome.status == REJECTED and outcome.code == ErrorCode.INTERNAL
+    assert type(outcome) is Rejected and outcome.code == ErrorCode.INTERNAL
     # A duplicate of a committed event stays a duplicate.
     store.insert_event(held)
     [again] = ingest.commit(ingest.prepare(G, [(event, "alice")]), now=0.0)
-    assert again.status == DUPLICATE
+    assert again == Duplicate(event.event_id)
     store.close()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from node.protocol.keystore import REPLAY_WINDOW
 from node.runtime.replay_cache import DurableReplayCache
-from node.storage.store import Store
+from node.storage.backends import open_store
 from node.storage.store_thread import StoreThread
 
 
 def test_replay_window_survives_restart(tmp_path):
     path = str(tmp_path / "events.sqlite3")
     thread = StoreThread()
-    store = Store.open(path)
+    store = open_store(path)
     cache = DurableReplayCache(store, thread)
     assert cache.check_and_record("hello:01KAZ2J2NV0000000000000001", 1000.0)
     assert not cache.check_and_record("hello:01KAZ2J2NV0000000000000001", 1001.0)
@@ -18,9 +19,9 @@ def test_replay_window_survives_restart(tmp_path):
     store.close()
 
     thread = StoreThread()
-    store = Store.open(path)
+    store = open_store(path)
     restarted = DurableReplayCache(store, thread)
-    restarted.load(store.replay_entries(1200.0 - 600.0))
+    restarted.load(store.replay_entries(1200.0 - REPLAY_WINDOW))
     assert not restarted.check_and_record("hello:01KAZ2J2NV0000000000000001", 1200.0)
     # Outside the window the same key is fresh again.
     assert restarted.check_and_record("hello:01KAZ2J2NV0000000000000001", 1700.0)

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from node.protocol.errors import ErrorCode, ProtocolError
 from node.protocol.ids import CROCKFORD
 from node.protocol.signing import content_hash
-from node.storage.store import Store, StoredEvent
+from node.storage.sqlite_store import SQLiteStore
+from node.storage.store import StoredEvent
 from node.sync.fingerprint import MOD, event_term, fingerprint
 
 GROUP = "g!test"
@@ -53,7 +54,7 @@ def make(
 
 @pytest.fixture
 def store():
-    s = Store.open(":memory:")
+    s = SQLiteStore.open(":memory:")
     yield s
     s.close()
 
@@ -280,7 +281,7 @@ ops = st.lists(
     buckets=st.integers(1, 12),
 )
 def test_indexes_equal_recomputation(ops, bounds, buckets):
-    store = Store.open(":memory:")
+    store = SQLiteStore.open(":memory:")
     model: dict[str, StoredEvent] = {}
     for op, n, variant, author, seq in ops:
         ev = make(n, author=author, seq=seq, body=f"{n}/{variant}".encode())
@@ -332,14 +333,14 @@ def test_indexes_equal_recomputation(ops, bounds, buckets):
 
 def test_indexes_rebuilt_on_reopen(tmp_path):
     path = str(tmp_path / "node.db")
-    store = Store.open(path)
+    store = SQLiteStore.open(path)
     for n in range(60, 0, -1):
         store.insert_event(make(n, author=("server-alice", "server-bob")[n % 2], seq=n // 2))
     store.replace_event(make(7, author="server-bob", seq=3, body=b"\x00"))
     store.replace_event(make(7, author="server-bob", seq=3, body=b"\x01"))
     before = (store.digest(GROUP, "s", "", "", 7), store.digest(GROUP, "s", ulid(9), ulid(50), 5))
     store.close()
-    store = Store.open(path)
+    store = SQLiteStore.open(path)
     after = (store.digest(GROUP, "s", "", "", 7), store.digest(GROUP, "s", ulid(9), ulid(50), 5))
     assert after == before
     store.close()
@@ -362,25 +363,12 @@ def test_rollback_restores_memory(store):
     assert store.insert_event(make(2, seq=2)) is True
 
 
-def test_events_in_ranges_page(store):
-    for n in range(1, 21):
+def test_get_events_in_id_order_skipping_unknown_ids(store):
+    for n in range(1, 6):
         store.insert_event(make(n))
-    ranges = [("", ulid(6)), (ulid(10), ulid(16))]
-    events, more = store.events_in_ranges(GROUP, ranges, exclude={ulid(2), ulid(12)})
-    assert [e.event_id for e in events] == [ulid(n) for n in (1, 3, 4, 5, 10, 11, 13, 14, 15)]
-    assert more is False
-    events, more = store.events_in_ranges(GROUP, ranges, after=ulid(4), limit=3)
-    assert [e.event_id for e in events] == [ulid(5), ulid(10), ulid(11)]
-    assert more is True
-    events, more = store.events_in_ranges(GROUP, [], extra=[ulid(18), ulid(99), ulid(17)])
-    assert [e.event_id for e in events] == [ulid(17), ulid(18)]
-    events, more = store.events_in_ranges(GROUP, [("", "")], byte_cap=1)
-    assert [e.event_id for e in events] == [ulid(1)]  # the first always fits
-    assert more is True
-    assert [e.event_id for e in store.get_events(GROUP, [ulid(3), ulid(1), ulid(77)])] == [
-        ulid(1),
-        ulid(3),
-    ]
+    got = store.get_events(GROUP, [ulid(3), ulid(1), ulid(77), ulid(3)])
+    assert [e.event_id for e in got] == [ulid(1), ulid(3)]
+    assert store.get_events("g!unknown", [ulid(1)]) == []
 
 
 # --------------------------------------------------------------------------- outbox
@@ -388,7 +376,7 @@ def test_events_in_ranges_page(store):
 
 def test_outbox_order_removal_and_count(tmp_path):
     path = str(tmp_path / "node.db")
-    store = Store.open(path)
+    store = SQLiteStore.open(path)
     for n in (5, 1, 3, 2, 4):
         store.insert_event(make(n))
     assert store.outbox_add("server-bob", GROUP, [ulid(n) for n in (5, 1, 3)]) == 3
@@ -403,7 +391,7 @@ def test_outbox_order_removal_and_count(tmp_path):
     assert store.outbox_remove("server-bob", GROUP, [ulid(1), ulid(3), ulid(4)]) == 2
     assert store.outbox_count("server-bob", GROUP) == 2
     store.close()
-    store = Store.open(path)
+    store = SQLiteStore.open(path)
     assert store.outbox_count("server-bob", GROUP) == 2
     assert store.outbox_count("server-carol", GROUP) == 1
     pending = store.outbox_pending("server-bob", GROUP)
@@ -416,13 +404,13 @@ def test_outbox_order_removal_and_count(tmp_path):
 
 def test_pins_round_trip(tmp_path):
     path = str(tmp_path / "node.db")
-    store = Store.open(path)
+    store = SQLiteStore.open(path)
     doc = {"server_id": "server-alice", "key_id": "ed25519:NHUPmL1Z", "url": ""}
     store.save_pin("server-alice", doc, "hello")
     store.save_pin("server-bob", {"server_id": "server-bob"}, "config")
     store.save_pin("server-alice", {**doc, "url": "http://h:1"}, "hello")
     store.close()
-    store = Store.open(path)
+    store = SQLiteStore.open(path)
     assert store.load_pins() == [
         ({**doc, "url": "http://h:1"}, "hello"),
         ({"server_id": "server-bob"}, "config"),
@@ -434,11 +422,11 @@ def test_pins_round_trip(tmp_path):
 
 def test_replay_cache_is_durable_and_expires(tmp_path):
     path = str(tmp_path / "node.db")
-    store = Store.open(path)
+    store = SQLiteStore.open(path)
     assert store.check_and_record("hello:01A", now=1000.0) is True
     assert store.check_and_record("hello:01A", now=1300.0) is False
     store.close()
-    store = Store.open(path)
+    store = SQLiteStore.open(path)
     assert store.check_and_record("hello:01A", now=1599.0) is False  # a restart reopens nothing
     assert store.check_and_record("hello:01B", now=1599.0) is True
     assert store.check_and_record("hello:01A", now=1601.0) is True  # outside the window
@@ -451,11 +439,11 @@ def test_replay_cache_is_durable_and_expires(tmp_path):
 
 def test_own_seq_never_reused(tmp_path):
     path = str(tmp_path / "node.db")
-    store = Store.open(path)
+    store = SQLiteStore.open(path)
     assert [store.next_own_seq(GROUP) for _ in range(3)] == [1, 2, 3]
     assert store.next_own_seq("g!other") == 1
     store.close()
-    store = Store.open(path)
+    store = SQLiteStore.open(path)
     assert store.next_own_seq(GROUP) == 4
     # seqs of our own events learned back from peers are skipped too
     store.insert_event(make(1, author="server-me", seq=10))
@@ -466,12 +454,12 @@ def test_own_seq_never_reused(tmp_path):
 
 def test_equivocators_are_durable(tmp_path):
     path = str(tmp_path / "node.db")
-    store = Store.open(path)
+    store = SQLiteStore.open(path)
     store.mark_equivocating(GROUP, "server-bob")
     store.mark_equivocating(GROUP, "server-bob")
     store.mark_equivocating(GROUP, "server-alice")
     store.close()
-    store = Store.open(path)
+    store = SQLiteStore.open(path)
     assert store.equivocators(GROUP) == ["server-alice", "server-bob"]
     assert store.equivocators("g!other") == []
     store.close()
@@ -508,7 +496,7 @@ def test_committed_transaction_survives_sigkill(tmp_path):
     path.parent.mkdir()
     _run_until(path, "commit", ulid(1), "committed")
     _run_until(path, "open-tx", ulid(2), "inside")
-    store = Store.open(str(path))
+    store = SQLiteStore.open(str(path))
     ev = store.get_event("g!crash", ulid(1))
     assert ev is not None and ev.ciphertext == ulid(1).encode()
     assert store.get_event("g!crash", ulid(2)) is None  # never committed

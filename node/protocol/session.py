@@ -98,17 +98,26 @@ class SessionConfig:
 # --------------------------------------------------------------------------- outcomes
 
 
+# The ingest (node.storage.ingest) returns these very values, so the shell hands them
+# over unchanged. ``event_id`` names the event each is about; the session itself reads
+# only what each docstring says.
+
+
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """The EVENT was newly stored (durably). ``equivocation``: kept, but also reported."""
+    """The EVENT was newly stored (durably). ``equivocation``: kept, but also reported;
+    ``message`` is then the ingest's account of it (a one-shot ``send`` returns it)."""
 
     event_id: str
     equivocation: bool = False
+    message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Duplicate:
     """Already stored with the same content hash: acknowledged, not stored again."""
+
+    event_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +126,7 @@ class Rejected:
 
     code: ErrorCode
     message: str = ""
+    event_id: str = ""
 
 
 Outcome = Stored | Duplicate | Rejected

@@ -28,10 +28,9 @@ from node.protocol.frames import (
 from node.protocol.identity import Identity
 from node.protocol.ids import group_matches
 from node.protocol.keystore import KeyStore, RequestAuthenticator
+from node.protocol.session import Outcome, Rejected, Stored
 from node.runtime.activity import Counters
 from node.runtime.config import NodeConfig
-from node.storage.ingest import REJECTED, STORED
-from node.storage.ingest import Outcome as IngestOutcome
 from node.storage.store import Store
 from node.storage.store_thread import StoreThread
 from node.sync.checkpoint import CheckpointRequest, parse_checkpoint_request, respond
@@ -53,7 +52,7 @@ class FederationPorts:
     request_auth: RequestAuthenticator
     store: Store  # read on the store thread only
     thread: StoreThread
-    ingest: Callable[[str, Event, str], Awaitable[IngestOutcome]]  # (group, event, hop)
+    ingest: Callable[[str, Event, str], Awaitable[Outcome]]  # (group, event, hop)
     accept_stream: Callable[[str], StreamEndpoint]  # (group) → a new acceptor stream
     counters: Counters
     frame_log: FrameLog | None
@@ -115,12 +114,13 @@ class FederationApi:
         if ports.frame_log is not None:
             ports.frame_log.record("in", hop, group_id, "EVENT", frame.size, frame.payload)
         outcome = await ports.ingest(group_id, frame.payload, hop)
-        if outcome.status == REJECTED:
+        if type(outcome) is Rejected:
             ports.counters.events_rejected += 1
-            raise ProtocolError(outcome.code or ErrorCode.INTERNAL, outcome.message, frame.id)
-        ids = [outcome.event_id] if outcome.status == STORED else []
+            raise ProtocolError(outcome.code, outcome.message, frame.id)
+        stored = type(outcome) is Stored
+        ids = [outcome.event_id] if stored else []
         lines = [self._reply_frame("ACK", 1, Ack(1, ids), group_id)]
-        if outcome.equivocation:
+        if stored and outcome.equivocation:
             err = Error(ErrorCode.EQUIVOCATION, outcome.message, frame.id, False)
             lines.append(self._reply_frame("ERROR", 2, err, group_id))
         return 200, lines

@@ -43,9 +43,10 @@ from node.runtime.stream_key import StreamKey
 from node.runtime.stream_runner import StreamRunner
 from node.runtime.streams import StreamRegistry
 from node.storage.ingest import Ingest
+from node.storage.ingest_queue import IngestQueue
 from node.storage.provisional import recheck_provisional
 from node.storage.store import Store
-from node.storage.store_thread import IngestQueue, StoreThread
+from node.storage.store_thread import StoreThread
 from node.transport.server import FederationApp
 from node.transport.serving import RunningServer, start_server
 from node.view.builder import SnapshotBuilder, SnapshotSources
@@ -106,7 +107,7 @@ class Node:
         config, thread, log = self.config, self.store_thread, self.log
         data_dir = Path(config.data_dir)
         self.identity = identity = load_identity(data_dir, config.server_id)
-        self.store = store = await thread.run(Store.open, str(data_dir / "events.sqlite3"))
+        self.store = store = await thread.open(str(data_dir / "events.sqlite3"))
         self.keystore = keystore = KeyStore(
             closed=config.closed,
             on_change=lambda doc, source: thread.submit(
@@ -343,7 +344,7 @@ class Node:
             links=self.peers.statuses,
             faults=lambda key: self.faults.of(StreamKey.parse(key)),
             repairs=self.repairs,
-            store=self.store,
+            store=lambda: self.store_thread.summary,
             peers=lambda: tuple(
                 PeerConfigSnapshot(p.url, directory.ids.get(p.url), tuple(p.groups))
                 for p in directory.configs

@@ -17,9 +17,9 @@ from ulid import ULID
 from node.protocol.frames import Event
 from node.protocol.identity import Identity
 from node.protocol.ids import is_group_id
+from node.protocol.session import Outcome, Rejected, Stored
 from node.runtime.activity import Counters
-from node.storage.ingest import REJECTED, STORED, Ingest
-from node.storage.ingest import Outcome as IngestOutcome
+from node.storage.ingest import Ingest
 from node.storage.store import Store
 from node.storage.store_thread import StoreThread
 
@@ -77,10 +77,10 @@ class Publisher:
             raise ValueError(f"invalid group id {group_id!r}")
         relay = self._relay_peers(group_id)
         events, outcomes = await self._thread.run(self._author, group_id, ciphertexts, relay)
-        stored = [e for e, o in zip(events, outcomes, strict=True) if o.status == STORED]
+        stored = [e for e, o in zip(events, outcomes, strict=True) if type(o) is Stored]
         self._counters.events_published += len(stored)
         for o in outcomes:
-            if o.status == REJECTED:
+            if type(o) is Rejected:
                 self._counters.events_rejected += 1
                 self._log(f"own event rejected: {o.code} {o.message}")
         if stored:
@@ -89,7 +89,7 @@ class Publisher:
 
     def _author(
         self, group_id: str, ciphertexts: list[bytes], relay: list[str]
-    ) -> tuple[list[Event], list[IngestOutcome]]:
+    ) -> tuple[list[Event], list[Outcome]]:
         """On the store thread: reserve each seq, sign and store, in one transaction."""
         store, me = self._store, self._identity.server_id
         with store.transaction():

@@ -18,11 +18,10 @@ from ulid import ULID
 
 from node.protocol.errors import ProtocolError
 from node.protocol.frames import Checkpoint, Event, Frame, encode_frame, parse_frame
+from node.protocol.session import Outcome, Rejected
 from node.runtime.outbox import Outbox
 from node.runtime.request_signer import RequestSigner
 from node.runtime.streams import StreamRegistry
-from node.storage.ingest import REJECTED
-from node.storage.ingest import Outcome as IngestOutcome
 from node.storage.store import Store
 from node.storage.store_thread import StoreThread
 from node.sync import planner as ae
@@ -43,7 +42,7 @@ class RepairPorts:
     server_id: str
     store: Store  # the planner's source; read on the store thread only
     thread: StoreThread
-    ingest: Callable[[str, Event, str], Awaitable[IngestOutcome]]  # (group, event, hop)
+    ingest: Callable[[str, Event, str], Awaitable[Outcome]]  # (group, event, hop)
     outbox: Outbox
     streams: StreamRegistry
     link_cut: Callable[[str | None, str], bool]
@@ -194,7 +193,7 @@ class Repair:
             return
         ingest = self._ports.ingest
         outcomes = await asyncio.gather(*(ingest(self.group_id, ev, self.peer_id) for ev in events))
-        rejected = [o for o in outcomes if o.status == REJECTED]
+        rejected = [o for o in outcomes if type(o) is Rejected]
         if rejected:
             self._ports.log(
                 f"repair {self.peer_id} {self.group_id}: {len(rejected)} events rejected "

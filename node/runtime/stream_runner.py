@@ -24,8 +24,6 @@ from node.protocol.frames import Event
 from node.protocol.session import EventTooLarge, Role, StreamSession
 from node.runtime.outbox import Outbox
 from node.runtime.stream_key import StreamKey
-from node.storage.ingest import DUPLICATE, STORED
-from node.storage.ingest import Outcome as IngestOutcome
 
 LIVE_QUEUE_MAX = 10_000  # events kept for a peer served without an outbox (§4)
 # ... and at most this much ciphertext: a peer that stops reading must not pin every
@@ -39,9 +37,9 @@ LIVE_QUEUE_BYTES = 4 * 1024 * 1024
 MAX_UNACKED_BYTES = 4 * 1024 * 1024
 
 
-SubmitEvent = Callable[[str, Event, str, Callable[[IngestOutcome], None]], None]
+SubmitEvent = Callable[[str, Event, str, Callable[[s.Outcome], None]], None]
 """(group, event, hop, callback): queue an EVENT for ingest; the callback gets its
-durable outcome (node.storage.store_thread.IngestQueue.submit)."""
+durable outcome (node.storage.ingest_queue.IngestQueue.submit)."""
 
 
 class StreamHooks(Protocol):
@@ -153,20 +151,14 @@ class StreamRunner:
 
     # ------------------------------------------------------------------ node side
 
-    def processed(self, sequence: int, outcome: IngestOutcome) -> None:
+    def processed(self, sequence: int, outcome: s.Outcome) -> None:
         """The durable outcome of an EVENT this stream handed to the ingest queue."""
         if self.finished:
             return
-        if outcome.status == STORED:
-            result: s.Outcome = s.Stored(outcome.event_id, outcome.equivocation)
-        elif outcome.status == DUPLICATE:
-            result = s.Duplicate()
-        else:
-            result = s.Rejected(outcome.code or ErrorCode.INTERNAL, outcome.message)
         if self.acks_paused:
-            self._held.append((sequence, result))
+            self._held.append((sequence, outcome))
             return
-        self._dispatch(self.session.event_processed(sequence, result, time.time()))
+        self._dispatch(self.session.event_processed(sequence, outcome, time.time()))
 
     def pause_acks(self, paused: bool) -> None:
         """Demo fault: hold outcomes back, so neither ACKs nor new CREDIT go out."""

@@ -4,18 +4,26 @@ The frame-level checks (size, JSON, fields, sequence, credit, group) belong to t
 session; what is left is per event and the same whichever way it arrived (stream,
 ``send``, checkpoint): content hash, duplicate, author key, signature, equivocation.
 
-Ingest runs in three steps so the expensive one can leave the writer thread:
+Ingest runs in steps, each on the thread that owns what it reads, so the expensive one
+can leave the store thread while nothing reads the store anywhere else:
 
-1. :meth:`Ingest.prepare` (writer thread, cheap): decode and hash the ciphertext,
-   recognise duplicates from the store's memory, look the author's key up.
-2. :func:`check_signatures` (pure, any thread): Ed25519 verification is most of the cost
-   per event and pynacl releases the GIL, so chunks of a batch can run on a thread pool.
-3. :meth:`Ingest.commit` (writer thread): one transaction for the whole batch:
+1. :meth:`Ingest.screen` (store thread, cheap): which events are already held with the
+   content hash they claim, from the store's in-memory index.
+2. :meth:`Ingest.keys` (where the key store lives: the event loop): the author key of
+   each event not already held.
+3. :func:`check` and :func:`check_signatures` (pure, any thread): decode and hash the
+   ciphertext, apply the §4.3 order (hash, duplicate, key, signature) and verify the
+   Ed25519 signatures. Verification is most of the cost per event and pynacl releases
+   the GIL, so chunks of a batch run on a pool.
+4. :meth:`Ingest.commit` (store thread): one transaction for the whole batch:
    re-check duplicates (the store may have moved on since step 1), resolve equivocation,
    insert, and queue every stored event in the outbox of each relay peer but its hop.
    When ``commit`` returns, the batch is durable and may be acknowledged.
 
-:meth:`Ingest.process` runs the three in sequence.
+Outcomes are the session's own (:class:`~node.protocol.session.Stored`,
+:class:`~node.protocol.session.Duplicate`, :class:`~node.protocol.session.Rejected`),
+handed to it unchanged. :meth:`Ingest.prepare` runs steps 1–3 on the calling thread and
+:meth:`Ingest.process` all of them.
 """
 
 from __future__ import annotations
@@ -31,12 +39,9 @@ from nacl.exceptions import BadSignatureError
 
 from node.protocol.errors import ErrorCode
 from node.protocol.frames import Event
+from node.protocol.session import Duplicate, Outcome, Rejected, Stored
 from node.protocol.signing import event_string
 from node.storage.store import Store, StoredEvent
-
-STORED = "stored"
-DUPLICATE = "duplicate"
-REJECTED = "rejected"
 
 KeyLookup = Callable[[str, str], bytes | None]
 """(author, key_id) → the author's 32-byte verify key if key_id is its pinned key."""
@@ -44,18 +49,8 @@ KeyLookup = Callable[[str, str], bytes | None]
 ProvisionalLookup = Callable[[str, str], bool]
 """(author, key_id) → True when that key is only provisionally trusted (§3.2)."""
 
-
-@dataclass(slots=True)
-class Outcome:
-    """What became of one event. ``code`` is set for rejections and for a stored event
-    that equivocates (``equivocation`` True: store, ACK and relay it, and also send the
-    non-fatal EQUIVOCATION ERROR)."""
-
-    status: str
-    event_id: str
-    code: ErrorCode | None = None
-    message: str = ""
-    equivocation: bool = False
+AuthorKey = tuple[bytes | None, bool]
+"""What step 2 found for one event: (verify key or None, provisionally trusted)."""
 
 
 @dataclass(slots=True)
@@ -78,9 +73,9 @@ class Batch:
     outcomes: list[Outcome | None]
     candidates: list[Candidate] = field(default_factory=list)
     verified: list[bool] | None = None
-    # (index, content_hash) of events prepare() found already held: prepare may run while
-    # an earlier batch's transaction is still open, so commit() confirms each one.
-    duplicates: list[tuple[int, str]] = field(default_factory=list)
+    # (index, event_id, content_hash) of events screen() found already held: it may run
+    # while an earlier batch's transaction is still open, so commit() confirms each one.
+    duplicates: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def check_signatures(candidates: Sequence[Candidate]) -> list[bool]:
@@ -97,11 +92,56 @@ def check_signatures(candidates: Sequence[Candidate]) -> list[bool]:
     return out
 
 
-def _rejected(event_id: str, code: ErrorCode, message: str) -> Outcome:
-    return Outcome(REJECTED, event_id, code, message)
+def check(
+    group_id: str,
+    items: Sequence[tuple[Event, str]],
+    held: Sequence[bool],
+    keys: Sequence[AuthorKey | None],
+) -> Batch:
+    """The §4.3 checks up to the signature, in their order, from what steps 1 and 2 found.
+
+    Pure: reads only its arguments, so it may run on any thread.
+    """
+    sha256 = hashlib.sha256
+    b64decode = base64.b64decode
+    outcomes: list[Outcome | None] = [None] * len(items)
+    candidates: list[Candidate] = []
+    duplicates: list[tuple[int, str, str]] = []
+    for i, (ev, hop) in enumerate(items):
+        event_id = ev.event_id
+        try:
+            raw = b64decode(ev.ciphertext, validate=True)
+        except (binascii.Error, ValueError):
+            outcomes[i] = Rejected(ErrorCode.BAD_FRAME, "ciphertext is not base64", event_id)
+            continue
+        if ev.content_hash != "sha256:" + sha256(raw).hexdigest():
+            outcomes[i] = Rejected(
+                ErrorCode.HASH_MISMATCH, "content_hash does not match ciphertext", event_id
+            )
+            continue
+        if held[i]:
+            outcomes[i] = Duplicate(event_id)
+            duplicates.append((i, event_id, ev.content_hash))
+            continue
+        key, provisional = keys[i] or (None, False)
+        if key is None:
+            outcomes[i] = Rejected(
+                ErrorCode.UNKNOWN_KEY, f"{ev.key_id} is not the key of {ev.author}", event_id
+            )
+            continue
+        try:
+            signature = b64decode(ev.signature, validate=True)
+        except (binascii.Error, ValueError):
+            outcomes[i] = Rejected(ErrorCode.BAD_FRAME, "signature is not base64", event_id)
+            continue
+        signed = event_string(group_id, event_id, ev.author, ev.seq, ev.content_hash)
+        candidates.append(Candidate(i, ev, hop, raw, key, signed, signature, provisional))
+    return Batch(group_id, outcomes, candidates, duplicates=duplicates)
 
 
 class Ingest:
+    """The §4.3 steps over one store; see the module docstring for which runs where."""
+
     def __init__(
         self,
         store: Store,
@@ -130,49 +170,38 @@ class Ingest:
         return self.commit(batch, relay_peers, now=now)
 
     def prepare(self, group_id: str, items: Sequence[tuple[Event, str]]) -> Batch:
-        """Content hash, duplicate and author-key checks (§4.3 order), no writes."""
-        store = self.store
+        """Steps 1–3 but the signatures, on the calling thread: no writes."""
+        held = self.screen(group_id, items)
+        return check(group_id, items, held, self.keys(items, held))
+
+    def screen(self, group_id: str, items: Sequence[tuple[Event, str]]) -> list[bool]:
+        """Step 1, on the store thread: is each event held with the content hash it claims?"""
+        match = self.store.match
+        return [match(group_id, ev.event_id, ev.content_hash) is True for ev, _ in items]
+
+    def keys(
+        self, items: Sequence[tuple[Event, str]], held: Sequence[bool]
+    ) -> list[AuthorKey | None]:
+        """Step 2, where the key store lives: the author key of each event not held."""
         key_lookup = self.key_lookup
         provisional_lookup = self.provisional_lookup
-        sha256 = hashlib.sha256
-        b64decode = base64.b64decode
-        outcomes: list[Outcome | None] = [None] * len(items)
-        candidates: list[Candidate] = []
-        duplicates: list[tuple[int, str]] = []
-        for i, (ev, hop) in enumerate(items):
-            event_id = ev.event_id
-            try:
-                raw = b64decode(ev.ciphertext, validate=True)
-            except (binascii.Error, ValueError):
-                outcomes[i] = _rejected(event_id, ErrorCode.BAD_FRAME, "ciphertext is not base64")
-                continue
-            if ev.content_hash != "sha256:" + sha256(raw).hexdigest():
-                outcomes[i] = _rejected(
-                    event_id, ErrorCode.HASH_MISMATCH, "content_hash does not match ciphertext"
-                )
-                continue
-            if store.match(group_id, event_id, ev.content_hash):
-                outcomes[i] = Outcome(DUPLICATE, event_id)
-                duplicates.append((i, ev.content_hash))
+        out: list[AuthorKey | None] = []
+        for (ev, _), dup in zip(items, held, strict=True):
+            if dup:
+                out.append(None)
                 continue
             key = key_lookup(ev.author, ev.key_id)
-            if key is None:
-                outcomes[i] = _rejected(
-                    event_id, ErrorCode.UNKNOWN_KEY, f"{ev.key_id} is not the key of {ev.author}"
-                )
-                continue
-            try:
-                signature = b64decode(ev.signature, validate=True)
-            except (binascii.Error, ValueError):
-                outcomes[i] = _rejected(event_id, ErrorCode.BAD_FRAME, "signature is not base64")
-                continue
-            signed = event_string(group_id, event_id, ev.author, ev.seq, ev.content_hash)
-            provisional = provisional_lookup(ev.author, ev.key_id) if provisional_lookup else False
-            candidates.append(Candidate(i, ev, hop, raw, key, signed, signature, provisional))
-        return Batch(group_id, outcomes, candidates, duplicates=duplicates)
+            provisional = (
+                provisional_lookup(ev.author, ev.key_id)
+                if key is not None and provisional_lookup is not None
+                else False
+            )
+            out.append((key, provisional))
+        return out
 
     def commit(self, batch: Batch, relay_peers: Sequence[str] = (), *, now: float) -> list[Outcome]:
-        """Signature results, duplicates again, equivocation, insert, outbox: one commit."""
+        """Step 4: signature results, duplicates again, equivocation, insert, outbox; one
+        commit."""
         if batch.verified is None:
             batch.verified = check_signatures(batch.candidates)
         store = self.store
@@ -180,20 +209,19 @@ class Ingest:
         outcomes = batch.outcomes
         relay: dict[str, list[str]] = {peer: [] for peer in relay_peers}
         with store.transaction():
-            for i, content_hash in batch.duplicates:
-                # Held when prepare() looked, but perhaps only by a transaction that has
+            for i, event_id, content_hash in batch.duplicates:
+                # Held when screen() looked, but perhaps only by a transaction that has
                 # since rolled back: an ACK must never cover that (§4.4).
-                held = outcomes[i]
-                if held is not None and not store.match(group_id, held.event_id, content_hash):
-                    outcomes[i] = _rejected(
-                        held.event_id, ErrorCode.INTERNAL, "store changed under the check; resend"
+                if not store.match(group_id, event_id, content_hash):
+                    outcomes[i] = Rejected(
+                        ErrorCode.INTERNAL, "store changed under the check; resend", event_id
                     )
             for cand, ok in zip(batch.candidates, batch.verified, strict=True):
                 ev = cand.event
                 event_id = ev.event_id
                 if not ok:
-                    outcomes[cand.index] = _rejected(
-                        event_id, ErrorCode.BAD_SIGNATURE, "event signature does not verify"
+                    outcomes[cand.index] = Rejected(
+                        ErrorCode.BAD_SIGNATURE, "event signature does not verify", event_id
                     )
                     continue
                 stored = StoredEvent.from_event(
@@ -206,7 +234,7 @@ class Ingest:
                 )
                 held = store.match(group_id, event_id, ev.content_hash)
                 if held:
-                    outcomes[cand.index] = Outcome(DUPLICATE, event_id)
+                    outcomes[cand.index] = Duplicate(event_id)
                     continue
                 if held is False:
                     outcome = self._same_id(stored)
@@ -214,9 +242,9 @@ class Ingest:
                     outcome = self._same_seq(stored)
                 else:
                     store.insert_event(stored)
-                    outcome = Outcome(STORED, event_id)
+                    outcome = Stored(event_id)
                 outcomes[cand.index] = outcome
-                if outcome.status == STORED:
+                if type(outcome) is Stored:
                     for peer, queued in relay.items():
                         if peer != cand.hop:
                             queued.append(event_id)
@@ -233,17 +261,15 @@ class Ingest:
         if previous is not None and previous.author != ev.author:
             store.mark_equivocating(ev.group_id, previous.author)
         if store.replace_event(ev):
-            return Outcome(
-                STORED,
+            return Stored(
                 ev.event_id,
-                ErrorCode.EQUIVOCATION,
-                f"{ev.author} signed two versions of {ev.event_id}; this one is kept",
                 equivocation=True,
+                message=f"{ev.author} signed two versions of {ev.event_id}; this one is kept",
             )
-        return _rejected(
-            ev.event_id,
+        return Rejected(
             ErrorCode.EQUIVOCATION,
             f"{ev.author} signed two versions of {ev.event_id}; the other one is kept",
+            ev.event_id,
         )
 
     def _same_seq(self, ev: StoredEvent) -> Outcome:
@@ -256,12 +282,10 @@ class Ingest:
             if o.event_id != ev.event_id
         ]
         if not others:  # cannot happen while seq_held was true; keep it honest anyway
-            return Outcome(STORED, ev.event_id)
+            return Stored(ev.event_id)
         store.mark_equivocating(ev.group_id, ev.author)
-        return Outcome(
-            STORED,
+        return Stored(
             ev.event_id,
-            ErrorCode.EQUIVOCATION,
-            f"{ev.author} signed seq {ev.seq} for {ev.event_id} and {others[0]}",
             equivocation=True,
+            message=f"{ev.author} signed seq {ev.seq} for {ev.event_id} and {others[0]}",
         )

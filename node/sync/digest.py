@@ -1,9 +1,9 @@
 """Digest documents of PROTOCOL §5.2: the query, the document, and how to build one.
 
-Both ends of `GET …/digest` live here. The responder parses the query (strictly: a
-bad `buckets`, `lo` or `hi` is BAD_FRAME, even a present-but-empty `buckets=`) and
-builds the document from any sorted index; the requester validates the peer's
-document before trusting a single bucket of it, because the planner descends on
+The responder parses the query here (strictly: a bad `buckets`, `lo` or `hi` is
+BAD_FRAME, even a present-but-empty `buckets=`) and builds the document from the sorted
+index (:func:`node.sync.index.build_digest`); the requester validates the peer's
+document here before trusting a single bucket of it, because the planner descends on
 those boundaries and a lying or buggy peer must end the repair, not steer it into
 nonsense ranges.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
 from urllib.parse import parse_qs
 
 from node.protocol.errors import ErrorCode, ProtocolError
@@ -98,85 +97,11 @@ def parse_digest_query(query: str | Mapping[str, str | list[str]]) -> DigestQuer
         buckets = DEFAULT_BUCKETS
     else:
         if _DIGITS_RE.fullmatch(raw) is None:
-            raise _bad("digest query: buckets must be an integer 1–256")
+            raise _bad(f"digest query: buckets must be an integer 1–{MAX_BUCKETS}")
         buckets = int(raw)
         if not 1 <= buckets <= MAX_BUCKETS:
-            raise _bad("digest query: buckets must be 1–256")
+            raise _bad(f"digest query: buckets must be 1–{MAX_BUCKETS}")
     return DigestQuery(lo, hi, buckets)
-
-
-# --------------------------------------------------------------------------- building
-
-
-class SortedIndex(Protocol):
-    """What :func:`build_digest` needs: positions in the sorted event ids and prefix sums.
-
-    ``span(lo, hi)`` gives the half-open index interval ``[i, j)`` of the ids in the
-    range; ``id_at(i)`` the id at a position; ``summary_between(i, j)`` the
-    ``(count, fingerprint)`` of the events at positions ``[i, j)``, in O(1) from
-    prefix sums. Any store with such an index builds a digest in O(buckets · log n).
-    """
-
-    def span(self, lo: str, hi: str) -> tuple[int, int]: ...
-
-    def id_at(self, index: int) -> str: ...
-
-    def summary_between(self, i: int, j: int) -> tuple[int, str]: ...
-
-
-def bucket_starts(count: int, buckets: int) -> list[int]:
-    """Offsets (from the range start) of the first event of each bucket.
-
-    ``min(buckets, count)`` buckets whose sizes differ by at most one; one bucket
-    when the range is empty.
-    """
-    k = max(1, min(buckets, count))
-    return [(b * count) // k for b in range(k)]
-
-
-def build_digest(
-    index: SortedIndex,
-    group_id: str,
-    server_id: str,
-    lo: str,
-    hi: str,
-    buckets: int,
-    authors: Mapping[str, Mapping[str, int]] | None = None,
-) -> dict:
-    """The §5.2 document for ``[lo, hi)``; ``authors`` is included only for the whole group."""
-    if is_empty_range(lo, hi):
-        i = j = 0
-    else:
-        i, j = index.span(lo, hi)
-    count = j - i
-    total_count, total_fp = index.summary_between(i, j) if count else (0, EMPTY_FINGERPRINT)
-    starts = bucket_starts(count, buckets)
-    out: list[dict] = []
-    for b, start in enumerate(starts):
-        end = starts[b + 1] if b + 1 < len(starts) else count
-        b_lo = lo if b == 0 else index.id_at(i + start)
-        b_hi = hi if b + 1 == len(starts) else index.id_at(i + end)
-        b_count, b_fp = index.summary_between(i + start, i + end) if end > start else (0, "")
-        out.append(
-            {
-                "lo": b_lo,
-                "hi": b_hi,
-                "count": b_count,
-                "fingerprint": b_fp or EMPTY_FINGERPRINT,
-            }
-        )
-    doc: dict = {
-        "group_id": group_id,
-        "server_id": server_id,
-        "lo": lo,
-        "hi": hi,
-        "count": total_count,
-        "fingerprint": total_fp,
-    }
-    if lo == "" and hi == "":
-        doc["authors"] = {a: dict(v) for a, v in (authors or {}).items()}
-    doc["buckets"] = out
-    return doc
 
 
 # --------------------------------------------------------------------------- validation

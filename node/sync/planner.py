@@ -49,11 +49,22 @@ import math
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Protocol
 
 from node.protocol.errors import ErrorCode, ProtocolError
 from node.protocol.ids import CROCKFORD, is_ulid
+from node.sync.actions import (
+    Action,
+    DigestSource,
+    Done,
+    EventRef,
+    Failed,
+    FetchDigest,
+    RepairState,
+    RepairStats,
+    Request,
+    SendCheckpoint,
+    SendEvents,
+)
 from node.sync.checkpoint import (
     MAX_FETCH,
     MAX_IDS,
@@ -67,7 +78,6 @@ from node.sync.checkpoint import (
 from node.sync.digest import (
     AuthorSummary,
     Digest,
-    DigestQuery,
     in_range,
     parse_authors,
     parse_digest,
@@ -77,130 +87,21 @@ from node.sync.fingerprint import event_term, fingerprint
 DEFAULT_THRESHOLD = 128
 
 
-class RepairState(StrEnum):
-    """Where a repair of one (peer, group) stands: what the dashboard's digest column shows."""
-
-    UNKNOWN = "unknown"
-    EQUAL = "equal"
-    DIFFERS = "differs"
-    REPAIRING = "repairing"
-    FAILED = "failed"
-    EQUIVOCATION = "equivocation"
-
-
-class DigestSource(Protocol):
-    """Our own side of a group, read-only; the store implements it (group first).
-
-    The planner reads ``summary``, ``authors``, ``range_summary`` and ``ids_in_range``;
-    ``digest`` is the same source answering a peer's `GET …/digest`.
-    """
-
-    def summary(self, group: str) -> tuple[int, str]: ...
-
-    def authors(self, group: str) -> dict[str, dict[str, int]]: ...
-
-    def range_summary(self, group: str, lo: str, hi: str) -> tuple[int, str]: ...
-
-    def digest(self, group: str, server_id: str, lo: str, hi: str, buckets: int) -> dict: ...
-
-    def ids_in_range(self, group: str, lo: str, hi: str) -> list[str]: ...
-
-
-class EventRef(Protocol):
-    """What the planner reads of an EVENT in a checkpoint response (node.frames.Event fits)."""
-
-    @property
-    def event_id(self) -> str: ...
-
-    @property
-    def content_hash(self) -> str: ...
-
-
-# --------------------------------------------------------------------------- actions
-# eq=False: two requests for the same thing are still two requests; the shell hands
-# back the very object it answers, and the planner finds its bookkeeping by identity.
-
-
-@dataclass(eq=False, frozen=True, slots=True)
-class FetchDigest:
-    lo: str
-    hi: str
-    buckets: int
-
-    @property
-    def query(self) -> DigestQuery:
-        return DigestQuery(self.lo, self.hi, self.buckets)
-
-
-@dataclass(eq=False, frozen=True, slots=True)
-class SendCheckpoint:
-    request: CheckpointRequest
-
-    @property
-    def payload(self) -> dict:
-        return self.request.to_payload()
-
-
-@dataclass(eq=False, frozen=True, slots=True)
-class SendEvents:
-    """Send our versions of these events to the peer (on the stream or by `send`).
-
-    ``equivocation`` marks versions sent so the peer can apply the lower-hash rule:
-    the peer may answer them with a non-fatal EQUIVOCATION, which is no failure.
-    """
-
-    event_ids: tuple[str, ...]
-    equivocation: bool = False
-
-
-@dataclass(eq=False, frozen=True, slots=True)
-class Done:
-    stats: RepairStats
-
-
-@dataclass(eq=False, frozen=True, slots=True)
-class Failed:
-    reason: str
-    stats: RepairStats
-
-
-Request = FetchDigest | SendCheckpoint | SendEvents
-Action = FetchDigest | SendCheckpoint | SendEvents | Done | Failed
-
-
-@dataclass(slots=True)
-class RepairStats:
-    started_at: float
-    finished_at: float | None = None
-    round_trips: int = 0  # requests answered (each is one HTTP exchange)
-    rounds: int = 0  # longest chain of dependent requests: the latency in round trips
-    digests: int = 0
-    checkpoints: int = 0  # CHECKPOINT requests, pages included
-    pages: int = 0  # of which continuation pages (`after` a previous page's `next`)
-    sends: int = 0
-    passes: int = 0
-    ranges_compared: int = 0
-    mismatching_ranges: list[tuple[str, str]] = field(default_factory=list)
-    events_fetched: int = 0
-    events_sent: int = 0
-    bytes: int = 0  # as reported by the shell for each exchange
-    local_count: int | None = None
-    local_fingerprint: str | None = None
-    remote_count: int | None = None
-    remote_fingerprint: str | None = None
-    local_authors: dict[str, AuthorSummary] = field(default_factory=dict)
-    remote_authors: dict[str, AuthorSummary] = field(default_factory=dict)
-    we_lack_at_least: int = 0  # from the authors maps, before any repair
-    peer_lacks_at_least: int = 0
-    tails_only: bool = False
-    equivocations: set[str] = field(default_factory=set)
-    unresolved: list[tuple[str, str]] = field(default_factory=list)
-    converged: bool | None = None
-    error: str | None = None
-
-    @property
-    def duration(self) -> float | None:
-        return None if self.finished_at is None else self.finished_at - self.started_at
+__all__ = [
+    "Action",
+    "DigestSource",
+    "Done",
+    "EventRef",
+    "Failed",
+    "FetchDigest",
+    "RepairPlanner",
+    "RepairState",
+    "RepairStats",
+    "Request",
+    "SendCheckpoint",
+    "SendEvents",
+    "ulid_successor",
+]
 
 
 # --------------------------------------------------------------------------- helpers

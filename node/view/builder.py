@@ -2,8 +2,9 @@
 
 Runs on the node's loop (so nothing moves under it) and reads only in-memory state,
 through the narrow sources it is given (:class:`SnapshotSources`): the streams' sessions,
-the links' states, the repairs, the store's published summary. Rates are counter
-differences between two builds, so a build costs the same however busy the node is.
+the links' states, the repairs, and the store thread's published summary (never the store
+itself). Rates are counter differences between two builds, so a build costs the same
+however busy the node is.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Protocol
 
 from node.protocol import session as s
 from node.protocol.identity import Identity
+from node.storage.summary import StoreSummary
 from node.sync.digest import AuthorSummary
 from node.sync.planner import RepairPlanner
 from node.view.framelog import FrameLog
@@ -72,20 +74,6 @@ class RepairView(Protocol):
     def snapshots(self) -> tuple[RepairSnapshot, ...]: ...
 
 
-class StoreFacts(Protocol):
-    """The store's in-memory facts the builder shows."""
-
-    def groups(self) -> list[str]: ...
-
-    def summary(self, group_id: str) -> tuple[int, str]: ...
-
-    def authors(self, group_id: str) -> dict[str, dict]: ...
-
-    def equivocators(self, group_id: str) -> list[str]: ...
-
-    def outbox_count(self, peer_id: str, group_id: str) -> int: ...
-
-
 @dataclass(frozen=True, slots=True)
 class SnapshotSources:
     """Everything a snapshot shows, each from the one part that owns it."""
@@ -98,7 +86,7 @@ class SnapshotSources:
     links: Callable[[], Iterable[LinkView]]
     faults: Callable[[str], frozenset[str]]  # by stream key text
     repairs: RepairView
-    store: StoreFacts
+    store: Callable[[], StoreSummary]  # the store thread's latest published summary
     peers: Callable[[], tuple[PeerConfigSnapshot, ...]]
     counters: Callable[[], dict[str, int]]
     log_lines: Callable[[], Sequence[str]]
@@ -119,10 +107,11 @@ class SnapshotBuilder:
     def build(self) -> NodeSnapshot:
         src = self._src
         now = time.time()
+        store = src.store()  # one consistent picture for the whole build
         streams: list[StreamSnapshot] = []
         seen: set[str] = set()
         for runner in sorted(src.streams(), key=lambda r: str(r.key)):
-            snap = self._stream(runner, now)
+            snap = self._stream(runner, now, store)
             streams.append(snap)
             seen.add(snap.key)
         for link in src.links():
@@ -141,8 +130,8 @@ class SnapshotBuilder:
                     backoff_until=link.backoff_until if link.state == BACKOFF else None,
                     last_error=link.last_error,
                     faults=src.faults(key),
-                    digest_state=self._digest_state(link.peer_id, link.group_id),
-                    outbox=src.store.outbox_count(link.peer_id or "", link.group_id),
+                    digest_state=self._digest_state(link.peer_id, link.group_id, store),
+                    outbox=store.outbox(link.peer_id or "", link.group_id),
                 )
             )
         for key in list(self._last):
@@ -157,7 +146,7 @@ class SnapshotBuilder:
             pairing_code=src.identity.pairing_code,
             started_at=src.started_at,
             streams=tuple(streams),
-            groups=self._groups(),
+            groups=self._groups(store),
             repairs=src.repairs.snapshots(),
             peers=src.peers(),
             frame_log=src.frame_log.entries() if src.frame_log is not None else (),
@@ -165,7 +154,7 @@ class SnapshotBuilder:
             log_lines=tuple(src.log_lines())[-50:],
         )
 
-    def _stream(self, runner: LiveStream, now: float) -> StreamSnapshot:
+    def _stream(self, runner: LiveStream, now: float, store: StoreSummary) -> StreamSnapshot:
         src = self._src
         session = runner.session
         c = session.counters
@@ -218,7 +207,7 @@ class SnapshotBuilder:
             last_grant_sent_at=session.last_grant_sent_at,
             unacked=session.unacked,
             ack_lag_ms=lag * 1000 if lag is not None else None,
-            outbox=src.store.outbox_count(peer, runner.group_id) if runner.uses_outbox else 0,
+            outbox=store.outbox(peer, runner.group_id) if runner.uses_outbox else 0,
             last_read_at=session.last_read_at,
             last_ping_sent_at=session.last_ping_sent_at,
             last_pong_at=session.last_pong_at,
@@ -232,29 +221,25 @@ class SnapshotBuilder:
             connected_at=session.up_at,
             last_error=session.last_error,
             faults=src.faults(key),
-            digest_state=self._digest_state(runner.peer_id, runner.group_id),
+            digest_state=self._digest_state(runner.peer_id, runner.group_id, store),
         )
 
-    def _digest_state(self, peer_id: str | None, group_id: str) -> str:
+    def _digest_state(self, peer_id: str | None, group_id: str, store: StoreSummary) -> str:
         if peer_id is None:
             return DIGEST_UNKNOWN
         state = self._src.repairs.state_of(peer_id, group_id)
-        if state == DIGEST_UNKNOWN and self._src.store.equivocators(group_id):
+        if state == DIGEST_UNKNOWN and store.group(group_id).equivocators:
             return DIGEST_EQUIVOCATION
         return state
 
-    def _groups(self) -> tuple[GroupSnapshot, ...]:
-        store = self._src.store
+    def _groups(self, store: StoreSummary) -> tuple[GroupSnapshot, ...]:
         out = []
-        for group_id in sorted(set(store.groups()) | set(self._src.groups)):
-            count, fp = store.summary(group_id)
+        for group_id in sorted(set(store.groups) | set(self._src.groups)):
+            g = store.group(group_id)
             authors = tuple(
-                AuthorRange(a, v["max_seq"], v["contiguous_seq"], v["count"])
-                for a, v in sorted(store.authors(group_id).items())
+                AuthorRange(a, v.max_seq, v.contiguous_seq, v.count) for a, v in g.authors.items()
             )
-            out.append(
-                GroupSnapshot(group_id, count, fp, authors, tuple(store.equivocators(group_id)))
-            )
+            out.append(GroupSnapshot(group_id, g.count, g.fingerprint, authors, g.equivocators))
         return tuple(out)
 
 
