@@ -18,7 +18,7 @@ from node.transport import (
     TransportError,
     start_server,
 )
-from node.transport.client import STREAM_WINDOW, StreamReset
+from node.transport.connection import STREAM_WINDOW, StreamReset
 from node.transport.serving import PortInUse, make_config
 
 P = "/_taps/federation/encrypted-groups"
