@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 import orjson
@@ -49,11 +49,20 @@ from node.protocol.frames import (
 from node.protocol.ids import is_group_id, is_server_id
 from node.protocol.keepalive import DEAD_AFTER_INTERVALS, Keepalive
 
-# Session states, as the dashboard shows them.
-HANDSHAKING = "handshaking"
-UP = "up"
-CLOSING = "closing"  # one side ended in order; waiting for the other
-CLOSED = "closed"
+
+class SessionState(StrEnum):
+    """Where a stream's session stands, in the words the dashboard shows."""
+
+    HANDSHAKING = "handshaking"
+    UP = "up"
+    CLOSING = "closing"  # one side ended in order; waiting for the other
+    CLOSED = "closed"
+
+
+HANDSHAKING = SessionState.HANDSHAKING
+UP = SessionState.UP
+CLOSING = SessionState.CLOSING
+CLOSED = SessionState.CLOSED
 
 _SEQ_KEY = b',"sequence":'
 
@@ -272,7 +281,7 @@ class StreamSession:
     ) -> None:
         self.config = config
         self.role = config.role
-        self.state = HANDSHAKING
+        self.state: SessionState = HANDSHAKING
         self.peer_id: str | None = config.peer_id if config.role is Role.INITIATOR else None
         self.peer_hello: Hello | None = None
         self.key_doc: object = None
