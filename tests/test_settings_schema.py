@@ -321,3 +321,11 @@ def test_version(capsys):
         main(["--version"])
     assert caught.value.code == 0
     assert capsys.readouterr().out.startswith("tapsim 0.")
+
+
+def test_the_readme_lists_every_key_and_flag():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Config file") :]
+    for option in NODE_OPTIONS:
+        assert f"| `{option.key}` | `{option.flag}" in section, option.key
+    assert "`[passphrases]`" in section and "`[keymap]`" in section
