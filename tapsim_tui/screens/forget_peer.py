@@ -35,8 +35,8 @@ class ForgetPeerScreen(ModalScreen[ForgetPeer | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog"):
             yield Label("Forget a peer", classes="dialog-title")
-            yield Label("stop federating with (for this run; the config file's peers return "
-                        "at the next start):")  # fmt: skip
+            yield Label("Stop federating with it for this run.")
+            yield Label("(A peer of the config file returns at the next start.)")
             yield OptionList(
                 *(
                     Option(f"{p.url}  {p.server_id or '(not reached yet)'}", id=p.url)
