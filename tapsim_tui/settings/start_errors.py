@@ -11,9 +11,12 @@ def describe_start_error(exc: BaseException) -> str:
     """One line a user can act on, for the errors a node start can meet."""
     # Late: these pull in the node's runtime and transport, which `tapsim node` imports
     # only after its options were checked.
+    from node.runtime.data_dir_lock import DataDirInUse
     from node.runtime.seed_file import IdentityError
     from node.transport.serving import PortInUse
 
+    if isinstance(exc, DataDirInUse):
+        return str(exc)
     if isinstance(exc, PortInUse):
         return str(exc)
     if isinstance(exc, IdentityError):
