@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from node.runtime.config import parse_listen
 from tapsim_tui.settings import (
     PROG,
     ConfigError,
@@ -17,6 +18,8 @@ from tapsim_tui.settings import (
     check_demo_options,
     node_config_from_args,
 )
+
+MONITOR_COMMANDS = ("attach", "status", "serve")  # tapsim_tui.monitor
 
 
 def _fail(message: str) -> int:
@@ -32,7 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = node_config_from_args(args)  # bad input fails before the slow imports
             from tapsim_tui.headless import run_headless
 
-            return run_headless(config)
+            metrics = parse_listen(args.metrics) if args.metrics else None
+            return run_headless(config, metrics=metrics)
+        if args.command in MONITOR_COMMANDS:
+            from tapsim_tui.monitor import run_monitor
+
+            return run_monitor(args)
         if args.command == "demo":
             check_demo_options(args)
             from tapsim_tui.launch import run_demo

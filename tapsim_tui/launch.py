@@ -44,7 +44,7 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _on_sighup(app) -> None:
+def on_sighup(app) -> None:
     """The terminal went away: leave cleanly instead of dying mid-write."""
     with contextlib.suppress(ValueError, OSError):  # not the main thread, or no SIGHUP
         signal.signal(signal.SIGHUP, lambda *_: app.exit())
@@ -159,7 +159,7 @@ def run_demo(*, nodes: int, rate: float) -> int:
 
     try:
         threading.Thread(target=wait_for_nodes, name="demo start", daemon=True).start()
-        _on_sighup(app)
+        on_sighup(app)
         app.run()
     finally:
         traffic.stop()
@@ -180,7 +180,7 @@ def run_single(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     try:
         app = TapsimApp([handle], passphrases=settings.passphrases, keymap=settings.keymap)
-        _on_sighup(app)
+        on_sighup(app)
         app.run()
     finally:
         handle.stop()

@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "what the federation is doing, live.",
     )
     _add_node_options(parser, headless=False)
-    sub = parser.add_subparsers(dest="command", metavar="{demo,node}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,node,attach,status,serve}")
     demo = sub.add_parser(
         "demo",
         help="three in-process nodes federating on loopback, with the dashboard",
@@ -124,7 +124,63 @@ def build_parser() -> argparse.ArgumentParser:
         "and one line per notable event; stops on SIGINT/SIGTERM.",
     )
     _add_node_options(node, headless=True)
+    _add_monitor_options(node, sub)
     return parser
+
+
+def _add_monitor_options(node: argparse.ArgumentParser, sub) -> None:
+    """`tapsim node --metrics`, and the commands that look at a running node."""
+    node.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9448)",
+    )
+    data_dir_help = "the running node's data dir (default: the user data dir, as `tapsim`)"
+    attach = sub.add_parser(
+        "attach",
+        help="the dashboard over a running node; quitting leaves the node running",
+        description="Attach the dashboard to the node running on a data dir, through its "
+        "control socket. Several dashboards can attach at once; if the node stops, the "
+        "dashboard says so and re-attaches when it returns.",
+    )
+    status = sub.add_parser(
+        "status",
+        help="one-shot status of a running node (exit 3 when none runs)",
+        description="Print a running node's status: streams, outboxes, repairs, errors. "
+        "Exit 0 when the node answers, 3 when no node runs on the data dir.",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object (documented)")
+    serve = sub.add_parser(
+        "serve",
+        help="the attach dashboard in a web browser",
+        description="Serve the attach dashboard to a web browser (textual-serve).",
+    )
+    serve.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        default="127.0.0.1:8000",
+        help="where the browser connects (default 127.0.0.1:8000: this machine only)",
+    )
+    for p in (attach, status, serve):
+        p.add_argument("--data-dir", metavar="DIR", type=Path, help=data_dir_help)
+        p.add_argument(
+            "--config",
+            metavar="FILE",
+            type=Path,
+            help="TOML config file, for the default data dir and passphrases",
+        )
+
+
+def monitored_data_dir(args: argparse.Namespace, defaults: dict) -> Path:
+    """The data dir `attach`, `status` and `serve` look at: --data-dir, else where
+    `tapsim` with the same config file keeps its node."""
+    if args.data_dir:
+        return Path(args.data_dir)
+    if isinstance(defaults.get("data_dir"), str):
+        return Path(defaults["data_dir"])
+    server_id = defaults.get("server_id")
+    return _default_data_dir() / (server_id if isinstance(server_id, str) else _host_server_id())
 
 
 def _host_server_id() -> str:
