@@ -83,6 +83,12 @@ class Connection:
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
 
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def connect(data_dir: Path, *, client: str, timeout: float = CONNECT_TIMEOUT) -> Connection:
     """Connect to the node on ``data_dir``; :class:`NoNode` when none answers there."""

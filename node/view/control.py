@@ -183,8 +183,9 @@ class ServerSession:
                     raise ControlError(TOO_LONG, f"line longer than {MAX_LINE} bytes dropped")
                 out.extend(self._message(_parse_object(raw)))
             except ControlError as exc:
-                out.append(Send(error_line(exc.code, exc.message, fatal=exc.fatal)))
-                if exc.fatal:
+                fatal = exc.fatal or self.version is None  # no hello, no conversation
+                out.append(Send(error_line(exc.code, exc.message, fatal=fatal)))
+                if fatal:
                     self.closed = True
                     out.append(Close())
         return out
