@@ -73,6 +73,34 @@ class TapsimApp(App):
         if self.user_keymap:
             self.set_keymap(self.user_keymap)
         self.derive_keys()
+        self._link_words: dict[int, str | None] = {}
+        self._lost: set[int] = set()
+        if self.live:
+            self.set_interval(0.25, self.watch_links)
+
+    def watch_links(self) -> None:
+        """Say when a node's connection comes and goes, and what its commands answer.
+
+        Handles over a control socket (``tapsim_tui.attach``) have a ``status`` (None
+        while attached, else what is wrong) and notices; others have neither."""
+        for index, handle in enumerate(self.handles):
+            for notice in getattr(handle, "drain_notices", list)():
+                self.notify(notice, severity="warning")
+            words = getattr(handle, "status", None)
+            if self._link_words.get(index, "") == words:
+                continue
+            before = self._link_words.get(index, "")
+            self._link_words[index] = words
+            if words is None:
+                if index in self._lost:
+                    self._lost.discard(index)
+                    self.clear_notifications()
+                    self.notify(f"re-attached to {handle.server_id}", title=handle.server_id)
+            elif before is None:  # it was attached: say so until it is back
+                self._lost.add(index)
+                self.notify(words, title=handle.server_id, severity="error", timeout=24 * 3600)
+        problems = [w for w in self._link_words.values() if w]
+        self.sub_title = problems[0] if problems else ""
 
     def derive_keys(self):
         """Derive every group key in a thread so the frame log can decrypt soon after start."""

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from functools import partial
 
+from node.runtime.config import parse_listen
 from tapsim_tui.settings import (
     EXIT_USAGE,
     PROG,
@@ -29,6 +31,7 @@ from tapsim_tui.settings import (
     read_config,
 )
 from tapsim_tui.settings import build_parser as _build_parser
+from tapsim_tui.settings.options import add_metrics_argument, add_monitor_arguments
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main", "node_config_from_args"]
 
@@ -60,9 +63,19 @@ def _run_node(args: argparse.Namespace) -> int:
     source = read_config(args)
     config = node_config(args, source)  # bad input fails before the slow imports
     _check_keymap(source)
+    metrics = parse_listen(args.metrics) if args.metrics else None
     from tapsim_tui.headless import run_headless
 
-    return run_headless(config)
+    return run_headless(config, metrics=metrics)
+
+
+def _run_monitor(args: argparse.Namespace) -> int:
+    from tapsim_tui.monitor import run_monitor
+
+    return run_monitor(args)
+
+
+_LOOKS_ONLY = "it looks at a node that runs already; give its own options after the command"
 
 
 def _run_config(args: argparse.Namespace) -> int:
@@ -96,6 +109,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "as the dashboard. Prints 'listening on URL' when ready and one line per notable "
         "event; stops cleanly on SIGINT/SIGTERM.",
         run=_run_node,
+        add_arguments=add_metrics_argument,
     ),
     Subcommand(
         "config",
@@ -104,6 +118,37 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "would, check them, and print the effective configuration as TOML, each value "
         "with its source (flag, config file or default). Passphrases are not shown.",
         run=_run_config,
+    ),
+    Subcommand(
+        "attach",
+        summary="the dashboard over a running node; quitting leaves the node running",
+        description="Attach the dashboard to the node running on a data dir, through its "
+        "control socket. Several dashboards can attach at once; if the node stops, the "
+        "dashboard says so and re-attaches when it returns.",
+        run=_run_monitor,
+        node_options=False,
+        refuse_node_options=_LOOKS_ONLY,
+        add_arguments=add_monitor_arguments,
+    ),
+    Subcommand(
+        "status",
+        summary="one-shot status of a running node (exit 3 when none runs)",
+        description="Print a running node's status: streams, outboxes, repairs, errors. "
+        "Exit 0 when the node answers, 3 when no node runs on the data dir.",
+        run=_run_monitor,
+        node_options=False,
+        refuse_node_options=_LOOKS_ONLY,
+        add_arguments=partial(add_monitor_arguments, json=True),
+    ),
+    Subcommand(
+        "serve",
+        summary="the attach dashboard in a web browser (loopback by default)",
+        description="Serve the attach dashboard to a web browser (textual-serve), for the "
+        "node running on a data dir.",
+        run=_run_monitor,
+        node_options=False,
+        refuse_node_options=_LOOKS_ONLY,
+        add_arguments=partial(add_monitor_arguments, listen=True),
     ),
 )
 

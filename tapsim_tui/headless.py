@@ -30,12 +30,23 @@ def _quiet_cancellation(loop: asyncio.AbstractEventLoop, context: dict) -> None:
     loop.default_exception_handler(context)
 
 
-async def serve(config: NodeConfig) -> None:
+async def serve(config: NodeConfig, metrics: tuple[str, int] | None = None) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_quiet_cancellation)
-    node = Node(config, on_log=_say)
+    node = Node(config, on_log=_say, record_frames=True)  # attached dashboards show them
     await node.start()
     _say(f"listening on {node.urls[0]}")
+    metrics_server = None
+    if metrics is not None:
+        from node.runtime.metrics import serve_metrics
+
+        try:
+            metrics_server = await serve_metrics(node.metrics_ports(), *metrics)
+        except BaseException:
+            await node.stop()
+            raise
+        host = f"[{metrics[0]}]" if ":" in metrics[0] else metrics[0]
+        _say(f"metrics on http://{host}:{metrics_server.port}/metrics")
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
@@ -43,13 +54,15 @@ async def serve(config: NodeConfig) -> None:
         await stop.wait()
     finally:
         _say("stopping")
+        if metrics_server is not None:
+            await metrics_server.stop()
         await node.stop()
 
 
-def run_headless(config: NodeConfig) -> int:
+def run_headless(config: NodeConfig, *, metrics: tuple[str, int] | None = None) -> int:
     """Run until a signal: 0 after a clean stop, 1 (and one line) if the node cannot start."""
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, metrics))
     except Exception as exc:  # the node's start errors, in words (settings.start_errors)
         print(f"tapsim: error: {describe_start_error(exc, config)}", file=sys.stderr)
         return 1

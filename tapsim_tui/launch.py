@@ -49,7 +49,7 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _on_sighup(app) -> None:
+def on_sighup(app) -> None:
     """The terminal went away: leave cleanly instead of dying mid-write."""
     with contextlib.suppress(ValueError, OSError):  # not the main thread, or no SIGHUP
         signal.signal(signal.SIGHUP, lambda *_: app.exit())
@@ -165,7 +165,7 @@ def run_demo(*, nodes: int, rate: float, source: ConfigSource | None = None) -> 
 
     try:
         threading.Thread(target=wait_for_nodes, name="demo start", daemon=True).start()
-        _on_sighup(app)
+        on_sighup(app)
         app.run()
     finally:
         traffic.stop()
@@ -186,7 +186,7 @@ def run_single(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     try:
         app = TapsimApp([handle], passphrases=settings.passphrases, keymap=settings.keymap)
-        _on_sighup(app)
+        on_sighup(app)
         app.run()
     finally:
         handle.stop()

@@ -1,30 +1,16 @@
-"""What the dashboard and a node's child process say to each other over their pipe.
+"""What the dashboard and a node's child process say over their pipe: only its life.
 
-One frozen dataclass per kind of message; both ends (``tapsim_tui.nodeprocess``) match on
-these types, so a new kind is added here once and the type checker sees every use.
-They cross the pipe pickled, by value, like the snapshots and commands they carry.
+The pipe carries the start (ready, or why not) and the stop; the node's snapshots and the
+dashboard's commands go over the node's control socket (``tapsim_tui.attach``), the same
+way as for a node the dashboard did not start. These cross the pipe pickled: both ends are
+this program, parent and child.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from node.view.commands import Command
-from node.view.snapshot import NodeSnapshot
-
 # -- dashboard → node -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Want:
-    """Somebody is looking: keep publishing snapshots (sent every WANT_EVERY seconds)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Execute:
-    """Carry out a dashboard command."""
-
-    command: Command
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,17 +18,17 @@ class Stop:
     """Stop the node and end the process."""
 
 
-ToNode = Want | Execute | Stop
+ToNode = Stop
 
 # -- node → dashboard -----------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    """The node started: where it listens, and its first snapshot."""
+    """The node started: where it listens, and where its control socket is."""
 
     url: str
-    snapshot: NodeSnapshot
+    control: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +38,4 @@ class StartFailed:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
-    """A fresh snapshot; its frame log holds only entries not sent before."""
-
-    snapshot: NodeSnapshot
-
-
-FromNode = Ready | StartFailed | Published
+FromNode = Ready | StartFailed

@@ -1,52 +1,39 @@
-"""A real node in a child process: the dashboard's NodeHandle without a shared interpreter.
+"""A real node in a child process, looked at through its control socket.
 
 A node in a thread of the UI's process shares its interpreter lock: every repaint of the
 screen (tens of milliseconds of Python) holds up the node's loop, its store thread and its
 verification pool, and a federation stream is latency-bound (credit comes back only after
 the commit), so the node's throughput fell by more than half with the dashboard on
 (bench/dashboard_overhead.py). In its own process the node keeps its interpreter to
-itself; the two sides exchange only values over a pipe: snapshots (pushed at 10 Hz while
-the UI asks for them) one way, commands the other, as the typed messages of
-``tapsim_tui.node_messages``.
+itself. The dashboard then reads it exactly as it reads a node it did not start: over the
+node's control socket (``tapsim_tui.attach.AttachedNode``); the pipe to the child carries
+only its life: ready (or why not) one way, stop the other
+(``tapsim_tui.node_messages``). When the dashboard dies, the pipe's end stops the child.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import multiprocessing
 import os
 import signal
 import threading
-import time
-from collections import deque
-from dataclasses import replace
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from node.runtime.config import NodeConfig
 from node.view.commands import Command
-from node.view.framelog import TAIL as FRAME_TAIL
-from node.view.snapshot import FrameLogEntry, NodeSnapshot
-from tapsim_tui.node_messages import (
-    Execute,
-    FromNode,
-    Published,
-    Ready,
-    StartFailed,
-    Stop,
-    ToNode,
-    Want,
-)
-from tapsim_tui.node_start import IDLE_AFTER, PUBLISH_EVERY, starting_snapshot
+from node.view.snapshot import NodeSnapshot
+from tapsim_tui.attach import AttachedNode
+from tapsim_tui.node_messages import FromNode, Ready, StartFailed, Stop, ToNode
+from tapsim_tui.node_start import starting_snapshot
 from tapsim_tui.settings import (
     NodeStartError,
     describe_start_error,
     died_at_start,
     start_timed_out,
 )
-
-WANT_EVERY = 0.5  # seconds between the UI's "still looking" messages
 
 
 class NodeProcess:
@@ -56,11 +43,8 @@ class NodeProcess:
         self._conn: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self._send_lock = threading.Lock()
-        self._latest: NodeSnapshot | None = None
         self._url = ""
-        self._last_want = 0.0
-        self._reader: threading.Thread | None = None
-        self._frames: deque[FrameLogEntry] = deque(maxlen=FRAME_TAIL)
+        self.attached: AttachedNode | None = None
 
     # ------------------------------------------------------------------ NodeHandle
 
@@ -72,15 +56,21 @@ class NodeProcess:
     def url(self) -> str:
         return self._url
 
+    @property
+    def status(self) -> str | None:
+        return self.attached.status if self.attached is not None else "starting…"
+
     def snapshot(self) -> NodeSnapshot:
-        now = time.monotonic()
-        if now - self._last_want > WANT_EVERY:
-            self._last_want = now
-            self._send(Want())
-        return self._latest or starting_snapshot(self.config.server_id)
+        if self.attached is None:
+            return starting_snapshot(self.config.server_id)
+        return self.attached.snapshot()
 
     def submit(self, command: Command) -> None:
-        self._send(Execute(command))
+        if self.attached is not None:
+            self.attached.submit(command)
+
+    def drain_notices(self) -> list[str]:
+        return self.attached.drain_notices() if self.attached is not None else []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -99,6 +89,7 @@ class NodeProcess:
         child.close()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait for the child's start, then for its first snapshot over the socket."""
         conn = self._conn
         assert conn is not None, "launch() first"
         try:
@@ -109,25 +100,32 @@ class NodeProcess:
         except (EOFError, OSError):
             raise died_at_start(self.config.server_id) from None
         match message:
-            case Ready(url=url, snapshot=first):
+            case Ready(url=url, control=control):
                 self._url = url
-                self._latest = self._merge(first)
             case StartFailed(reason=reason):
                 self.stop()
                 raise NodeStartError(reason)
             case _:
                 self.stop()
                 raise died_at_start(self.config.server_id)
-        self._reader = threading.Thread(
-            target=self._read, name=f"snapshots {self.server_id}", daemon=True
-        )
-        self._reader.start()
+        path = Path(control)
+        attached = AttachedNode(self.config.server_id, lambda: path, client="tapsim")
+        attached.start()
+        if not attached.wait_attached(timeout):
+            attached.close()
+            self.stop()
+            raise NodeStartError(
+                f"{self.config.server_id}: no snapshot over {path} in {timeout:g} s"
+            )
+        self.attached = attached
 
     def start(self, timeout: float = 30.0) -> None:
         self.launch()
         self.wait_ready(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
+        if self.attached is not None:
+            self.attached.close()
         self._send(Stop())
         process = self._process
         if process is not None:
@@ -144,22 +142,6 @@ class NodeProcess:
             return
         with self._send_lock, contextlib.suppress(OSError, ValueError, BrokenPipeError):
             conn.send(message)
-
-    def _read(self) -> None:
-        conn = self._conn
-        assert conn is not None
-        while True:
-            try:
-                message: FromNode = conn.recv()
-            except (EOFError, OSError, ValueError):
-                return
-            if isinstance(message, Published):
-                self._latest = self._merge(message.snapshot)
-
-    def _merge(self, snapshot: NodeSnapshot) -> NodeSnapshot:
-        """The child sends only frame-log entries it has not sent before: keep the tail."""
-        self._frames.extend(snapshot.frame_log)
-        return replace(snapshot, frame_log=tuple(self._frames))
 
 
 # ---------------------------------------------------------------------- the child
@@ -192,61 +174,24 @@ async def _serve(config: NodeConfig, conn: Connection, record_frames: bool) -> N
         with contextlib.suppress(Exception):
             await node.stop()
         return
-    sent_up_to = 0  # frame-log index already sent: each snapshot carries only newer entries
-
-    def fresh(snapshot: NodeSnapshot) -> NodeSnapshot:
-        nonlocal sent_up_to
-        new = tuple(e for e in snapshot.frame_log if e.index > sent_up_to)
-        if new:
-            sent_up_to = new[-1].index
-        return replace(snapshot, frame_log=new)
-
-    _reply(conn, Ready(node.url, fresh(node.snapshot())))
+    _reply(conn, Ready(node.url, str(node.control.path)))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    wanted_until = time.monotonic() + IDLE_AFTER
 
     def readable() -> None:
-        nonlocal wanted_until
         try:
             while conn.poll():
                 message: ToNode = conn.recv()
-                match message:
-                    case Execute(command=command):
-                        node.execute(command)
-                    case Want():
-                        wanted_until = time.monotonic() + IDLE_AFTER
-                    case Stop():
-                        stop.set()
+                if isinstance(message, Stop):
+                    stop.set()
         except (EOFError, OSError):  # the dashboard is gone: stop with it
             stop.set()
 
     loop.add_reader(conn.fileno(), readable)
-
-    async def publish() -> None:
-        while True:
-            if time.monotonic() < wanted_until:
-                try:
-                    snapshot = node.snapshot()
-                except Exception:  # one bad picture must not end the pictures
-                    logging.getLogger("tapsim").exception("building a snapshot failed")
-                    snapshot = None
-                try:
-                    if snapshot is not None:
-                        _reply(conn, Published(fresh(snapshot)))
-                except (OSError, ValueError):  # the dashboard is gone
-                    stop.set()
-                    return
-            await asyncio.sleep(PUBLISH_EVERY)
-
-    publisher = asyncio.create_task(publish())
     try:
         await stop.wait()
     finally:
         loop.remove_reader(conn.fileno())
-        publisher.cancel()
-        with contextlib.suppress(asyncio.CancelledError, OSError):
-            await publisher
         await node.stop()
 
 

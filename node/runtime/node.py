@@ -8,12 +8,14 @@ them in reverse, and routes the dashboard's commands to the part that carries th
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from node.protocol.errors import ErrorCode, ProtocolError
 from node.protocol.frames import Event
+from node.protocol.ids import is_group_id
 from node.protocol.keepalive import DEAD_AFTER_INTERVALS
 from node.protocol.keystore import (
     REPLAY_WINDOW,
@@ -26,11 +28,15 @@ from node.protocol.session import Role
 from node.runtime.activity import Counters, NodeLog
 from node.runtime.clients import ClientPool
 from node.runtime.config import ConfigError, NodeConfig, PeerConfig, listen_urls, parse_peer_url
+from node.runtime.control_path import socket_path_for
+from node.runtime.control_server import ControlPorts, ControlServer
+from node.runtime.data_dir_lock import DataDirLock
 from node.runtime.directory import PeerDirectory
 from node.runtime.faults import FaultBoard
 from node.runtime.federation import FederationApi, FederationPorts
 from node.runtime.keyfetch import KeyFetcher
 from node.runtime.links import LinkPorts, PeerManager, server_id_at
+from node.runtime.metrics import MetricsPorts
 from node.runtime.outbox import Outbox
 from node.runtime.publisher import Publisher
 from node.runtime.repair import RepairPorts
@@ -52,6 +58,7 @@ from node.transport.server import FederationApp
 from node.transport.serving import RunningServer, start_server
 from node.view.builder import SnapshotBuilder, SnapshotSources
 from node.view.commands import AddPeer, Command, ForgetPeer, PublishEvent, Repair, SetFault
+from node.view.control import NodeFacts
 from node.view.framelog import FrameLog
 from node.view.snapshot import Fault, NodeSnapshot, PeerConfigSnapshot
 
@@ -102,12 +109,17 @@ class Node:
         self._stopping = False
         self._renewal: asyncio.TimerHandle | None = None
         self._commands: set[asyncio.Task] = set()  # dashboard commands that await
+        self.lock = DataDirLock(Path(config.data_dir))
+        self.control = ControlServer(
+            ControlPorts(facts=self._facts, snapshot=self.snapshot, execute=self.execute)
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         config, thread, log = self.config, self.store_thread, self.log
         data_dir = Path(config.data_dir)
+        self.lock.acquire()  # before anything in the data dir is opened
         self.identity = identity = load_identity(data_dir, config.server_id)
         self.store = store = await thread.open(str(data_dir / "events.sqlite3"))
         self.keystore = keystore = KeyStore(
@@ -207,6 +219,9 @@ class Node:
         identity.url = config.advertise_url or self.urls[0]
         keystore.repin(identity.key_document())
         self._snapshots = SnapshotBuilder(self._snapshot_sources())
+        control_path = socket_path_for(data_dir)
+        await self.control.start(control_path)
+        self.lock.update(url=self.urls[0], urls=self.urls, control=str(control_path))
         self._renewal = asyncio.get_running_loop().call_later(RENEW_CHECK, self._renew_key)
         self._started = True
         for peer in directory.configs:
@@ -219,6 +234,7 @@ class Node:
         self._stopping = True
         if self._renewal is not None:
             self._renewal.cancel()
+        await self.control.stop()
         if self._started:
             await self.peers.stop()
             await self.repairs.stop()
@@ -235,6 +251,7 @@ class Node:
         if hasattr(self, "store"):
             await self.store_thread.run(self.store.close)
         self.store_thread.close()
+        self.lock.release()
 
     def _renew_key(self) -> None:
         """Once a day: re-sign our key document before it expires (a node may run for
@@ -303,10 +320,13 @@ class Node:
 
     # ------------------------------------------------------------------ commands
 
-    def execute(self, command: Command) -> None:
-        """Carry out a dashboard command (on the node's loop)."""
+    def execute(self, command: Command) -> str | None:
+        """Carry out a dashboard command (on the node's loop); None when done, else why
+        not, in words (the control socket answers each command with it)."""
         match command:
             case PublishEvent(group_id=group, ciphertext=ciphertext):
+                if not is_group_id(group):
+                    return f"bad group id {group!r}"
                 self.publisher.queue(group, ciphertext)
             case Repair(peer_id=peer, group_id=group):
                 self.repairs.request(peer, group)
@@ -315,12 +335,19 @@ class Node:
                     peer = PeerConfig(parse_peer_url(url), tuple(groups))
                 except ConfigError as exc:
                     self.log(f"peer not added: {exc}")
-                else:
-                    self._in_background(self.add_peer_checked(peer))
+                    return str(exc)
+                self._in_background(self.add_peer_checked(peer))
             case ForgetPeer(url=url, drop_outbox_and_pin=drop):
                 self._in_background(self.forget_peer(url, drop=drop))
             case SetFault(stream_key=key, fault=fault, enabled=enabled):
-                self.faults.set(StreamKey.parse(key), Fault(fault), enabled)
+                try:
+                    self.faults.set(StreamKey.parse(key), Fault(fault), enabled)
+                except ValueError as exc:
+                    return f"bad fault {fault!r} for {key!r}: {exc}"
+        return None
+
+    def _facts(self) -> NodeFacts:
+        return NodeFacts(self.server_id, os.getpid(), tuple(self.urls), self.started_at)
 
     def _in_background(self, work) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -419,3 +446,14 @@ class Node:
     def snapshot(self) -> NodeSnapshot:
         """A by-value picture of the node (call it on the node's loop)."""
         return self._snapshots.build()
+
+    def metrics_ports(self) -> MetricsPorts:
+        """What ``node.runtime.metrics`` reads (on the node's loop)."""
+
+        def ack_lags() -> list[float | None]:
+            now = time.time()
+            return [r.session.ack_lag(now) for r in self.streams if r.session.state == "up"]
+
+        return MetricsPorts(
+            snapshot=self.snapshot, repairs=self.repairs.snapshots, ack_lags=ack_lags
+        )

@@ -229,7 +229,8 @@ def build_parser(subcommands: Sequence[Subcommand]) -> argparse.ArgumentParser:
             shared = set(p._option_string_actions)
             command.add_arguments(p)
             for option in set(p._option_string_actions) - shared:
-                parser.own_options.setdefault(option, command.name)
+                if option not in parser._option_string_actions:  # e.g. serve's own --listen
+                    parser.own_options.setdefault(option, command.name)
     return parser
 
 
@@ -350,3 +351,48 @@ def check_demo_options(args: argparse.Namespace) -> None:
         raise ConfigError(f"--nodes {args.nodes}: give {low} to {high} nodes")
     if args.rate < 0:
         raise ConfigError(f"--rate {args.rate:g}: give 0 or more events per second")
+
+
+def add_metrics_argument(p: argparse.ArgumentParser) -> None:
+    """`tapsim node --metrics HOST:PORT`: Prometheus exposition (node.runtime.metrics)."""
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9448)",
+    )
+
+
+def add_monitor_arguments(
+    p: argparse.ArgumentParser, *, json: bool = False, listen: bool = False
+) -> None:
+    """The flags of `attach`, `status` and `serve`: which running node, and how to show it."""
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        type=Path,
+        help="the running node's data dir (default: the one `tapsim` uses with this config)",
+    )
+    if json:
+        p.add_argument("--json", action="store_true", help="one JSON object (documented)")
+    if listen:
+        p.add_argument(
+            "--listen",
+            metavar="HOST:PORT",
+            default="127.0.0.1:8000",
+            help="where the browser connects (default 127.0.0.1:8000: this machine only)",
+        )
+
+
+def monitored_data_dir(args: argparse.Namespace, data: Mapping, config_file: Path) -> Path:
+    """The data dir `attach`, `status` and `serve` look at: --data-dir, else where
+    `tapsim` with the same config file keeps its node (``data`` is that file's table; a
+    relative path in it is relative to the file, as for every command)."""
+    if args.data_dir:
+        return Path(args.data_dir)
+    given = data.get("data_dir")
+    if isinstance(given, str):
+        path = Path(given).expanduser()
+        return path if path.is_absolute() else config_file.parent / path
+    server_id = data.get("server_id")
+    return _default_data_root() / (server_id if isinstance(server_id, str) else _host_server_id())

@@ -23,15 +23,17 @@ def describe_start_error(exc: BaseException, config: NodeConfig | None = None) -
     """One line a user can act on, for the errors a node start can meet."""
     # Late: these pull in the node's runtime and transport, which `tapsim node` imports
     # only after its options were checked.
+    from node.runtime.data_dir_lock import DataDirInUse
     from node.runtime.seed_file import IdentityError
     from node.transport.serving import PortInUse
 
-    if isinstance(exc, PortInUse | ConfigError | NodeStartError):
+    if isinstance(exc, PortInUse | ConfigError | NodeStartError | DataDirInUse):
         return str(exc)
+    # The data dir is made first by the data-dir lock, else by the seed file's loader.
+    cause = exc.__cause__ if isinstance(exc, IdentityError) else exc
+    if isinstance(cause, FileExistsError | NotADirectoryError) and cause.filename:
+        return _file_in_the_way(Path(cause.filename))
     if isinstance(exc, IdentityError):
-        cause = exc.__cause__
-        if isinstance(cause, FileExistsError | NotADirectoryError) and cause.filename:
-            return _file_in_the_way(Path(cause.filename))
         return str(exc)
     if isinstance(exc, sqlite3.Error):
         store = f" {config.data_dir / 'events.sqlite3'}" if config is not None else ""
