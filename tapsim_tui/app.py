@@ -126,6 +126,11 @@ class TapsimApp(App):
                 f"{binding.id} · key {self.keys_for(binding)}",
                 partial(self.run_action, binding.action, main),
             )
+        yield SystemCommand(
+            "Clear all faults",
+            "switch every injected fault off (cut, ACKs paused, credit 1)",
+            main.action_clear_faults,
+        )
         for binding in APP_BINDINGS:
             if binding.id in ("help", "screenshot"):
                 yield SystemCommand(

@@ -24,6 +24,10 @@ class CreditView:
     window_bytes: int
     last_grant_age_s: float | None
     queued: int = 0
+    # Why no credit can flow whatever the peer grants (no stream, a fault), in words;
+    # "" when the stream is up and only credit decides.
+    blocked: str = ""
+    limited: str = ""  # a fault that limits this direction while it still flows
 
     @property
     def stalled(self) -> bool:
@@ -31,6 +35,11 @@ class CreditView:
 
     def reason(self) -> str:
         """Why nothing flows, in words an operator can act on; "" when it can flow."""
+        queued = f", {self.queued:,} queued" if self.queued else ""
+        if self.blocked:
+            return f"{self.blocked}{queued}" if self.outgoing else self.blocked
+        if self.limited:
+            return self.limited
         if not self.stalled:
             return ""
         left = f"{self.events} events" if self.events <= 0 else f"{fmt_bytes(self.bytes)}"
@@ -40,7 +49,6 @@ class CreditView:
             else f"last grant {fmt_age(self.last_grant_age_s)} ago"
         )
         if self.outgoing:
-            queued = f", {self.queued:,} queued" if self.queued else ""
             return f"waiting for CREDIT from {self.peer}: {left} left{queued}, {grant}"
         return f"{self.peer} waits for our CREDIT: {left} left, {grant}"
 
@@ -60,6 +68,18 @@ class CreditGauge(Widget):
             return Content("")
         fill = "$error" if v.stalled else "$accent"
         arrow = "send → " if v.outgoing else "recv ← "
+        if v.blocked:  # no stream: there is no credit to draw, not an empty one
+            lines = [
+                Content.assemble(
+                    (f"{arrow}{v.peer}"[:HEAD_WIDTH].ljust(HEAD_WIDTH), "bold"),
+                    ("no stream", "$text-muted"),
+                )
+            ]
+            if self.has_class("first"):
+                lines.insert(0, Content.styled("credit", "bold"))
+            if v.outgoing:  # said once, under the first gauge
+                lines.append(Content.styled(f"⚠ {v.reason()}", "bold $warning"))
+            return Content("\n").join(lines)
         line = Content.assemble(
             (f"{arrow}{v.peer}"[:HEAD_WIDTH].ljust(HEAD_WIDTH), "bold"),
             (bar(v.events, v.window_events, BAR_WIDTH), f"{fill} on $surface"),

@@ -39,7 +39,6 @@ from node.runtime.replay_cache import DurableReplayCache
 from node.runtime.request_signer import RequestSigner
 from node.runtime.seed_file import load_identity
 from node.runtime.sessions import SessionFactory
-from node.runtime.stream_key import StreamKey
 from node.runtime.stream_runner import StreamRunner
 from node.runtime.streams import StreamRegistry
 from node.storage.ingest import Ingest
@@ -50,9 +49,17 @@ from node.storage.store_thread import StoreThread
 from node.transport.server import FederationApp
 from node.transport.serving import RunningServer, start_server
 from node.view.builder import SnapshotBuilder, SnapshotSources
-from node.view.commands import AddPeer, Command, PublishEvent, Repair, SetFault
+from node.view.commands import (
+    AddPeer,
+    ClearFaults,
+    Command,
+    PublishEvent,
+    RefreshDigest,
+    Repair,
+    SetFault,
+)
 from node.view.framelog import FrameLog
-from node.view.snapshot import Fault, NodeSnapshot, PeerConfigSnapshot
+from node.view.snapshot import Fault, LinkFault, NodeSnapshot, PeerConfigSnapshot
 
 RENEW_CHECK = 86400.0  # seconds between checks that our key document is not near expiry
 MAX_STREAMS = 1000  # inbound streams over all connections, beyond which we answer 503
@@ -283,8 +290,8 @@ class Node:
         self.counters.events_stored += len(events)
         self.streams.notify_stored(group_id, events, hop)
 
-    def _fault_changed(self, key: StreamKey) -> None:
-        self.streams.apply_faults(key)
+    def _fault_changed(self, peer_id: str, group_id: str) -> None:
+        self.streams.apply_faults(peer_id, group_id)
         self.peers.wake_all()
 
     def _recheck(self, old: Pin, new: Pin) -> None:
@@ -313,8 +320,12 @@ class Node:
                     self.add_peer(PeerConfig(parse_peer_url(url), tuple(groups)))
                 except ConfigError as exc:
                     self.log(f"peer not added: {exc}")
-            case SetFault(stream_key=key, fault=fault, enabled=enabled):
-                self.faults.set(StreamKey.parse(key), Fault(fault), enabled)
+            case SetFault(peer_id=peer, group_id=group, fault=fault, enabled=enabled):
+                self.faults.set(peer, group, Fault(fault), enabled)
+            case ClearFaults():
+                self.faults.clear_all()
+            case RefreshDigest(peer_id=peer, group_id=group):
+                self.repairs.refresh_digest(peer, group)
 
     def add_peer(self, peer: PeerConfig) -> None:
         if self.directory.configured(peer.url):
@@ -342,7 +353,11 @@ class Node:
             urls=lambda: self.urls,
             streams=lambda: self.streams,
             links=self.peers.statuses,
-            faults=lambda key: self.faults.of(StreamKey.parse(key)),
+            faults=self.faults.of,
+            active_faults=lambda: tuple(LinkFault(*f) for f in self.faults.active()),
+            gone=self.streams.gone,
+            peer_key=self._peer_key,
+            peer_digests=self.repairs.peer_digests,
             repairs=self.repairs,
             store=lambda: self.store_thread.summary,
             peers=lambda: tuple(
@@ -355,6 +370,11 @@ class Node:
             log_lines=lambda: self.log.lines,
             frame_log=self.frame_log,
         )
+
+    def _peer_key(self, peer_id: str) -> tuple[str, str] | None:
+        """The peer's pinned key id and pairing code, for the read-aloud check."""
+        pin = self.keystore.pin(peer_id)
+        return None if pin is None else (pin.key_id, pin.doc.pairing_code)
 
     def snapshot(self) -> NodeSnapshot:
         """A by-value picture of the node (call it on the node's loop)."""
