@@ -25,9 +25,7 @@ from tapsim_tui.screens.main import MAIN_BINDINGS, MainScreen
 from tapsim_tui.settings import validate_keymap
 
 APP_BINDINGS = [
-    Binding("question_mark,f1", "help", "Help", id="help"),
     Binding("s", "save_screenshot", "Screenshot", id="screenshot"),
-    Binding("q", "quit", "Quit", id="quit"),
 ]
 
 
@@ -121,6 +119,8 @@ class TapsimApp(App):
         for binding in MAIN_BINDINGS:
             if binding.id == "switch_node" and len(self.handles) < 2:
                 continue
+            if binding.id == "quit":  # the palette has its own
+                continue
             yield SystemCommand(
                 binding.description,
                 f"{binding.id} · key {self.keys_for(binding)}",
@@ -132,7 +132,7 @@ class TapsimApp(App):
             main.action_clear_faults,
         )
         for binding in APP_BINDINGS:
-            if binding.id in ("help", "screenshot"):
+            if binding.id == "screenshot":
                 yield SystemCommand(
                     binding.description,
                     f"{binding.id} · key {self.keys_for(binding)}",

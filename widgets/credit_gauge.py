@@ -62,6 +62,9 @@ class CreditGauge(Widget):
 
     view: reactive[CreditView | None] = reactive(None, layout=True)
 
+    def on_resize(self) -> None:
+        self.refresh()
+
     def render(self) -> Content:
         v = self.view
         if v is None:
@@ -80,18 +83,33 @@ class CreditGauge(Widget):
             if v.outgoing:  # said once, under the first gauge
                 lines.append(Content.styled(f"⚠ {v.reason()}", "bold $warning"))
             return Content("\n").join(lines)
-        line = Content.assemble(
-            (f"{arrow}{v.peer}"[:HEAD_WIDTH].ljust(HEAD_WIDTH), "bold"),
-            (bar(v.events, v.window_events, BAR_WIDTH), f"{fill} on $surface"),
-            f" {v.events:>3}/{v.window_events:<4} ",
-            (bar(v.bytes, v.window_bytes, BAR_WIDTH), f"{fill} on $surface"),
-            f" {fmt_bytes(v.bytes)}/{fmt_bytes(v.window_bytes)}",
-        )
+        # Two bars and their numbers share what the pane leaves after the label; in a
+        # narrow pane, one bar (events) and the bytes left as a number.
+        room = self.size.width
+        head = HEAD_WIDTH if room >= 50 or room == 0 else 9
+        label = (f"{arrow}{v.peer}" if head == HEAD_WIDTH else f"{arrow[-2:]}{v.peer}")[:head]
+        if room and room < 50:
+            width = max(3, room - head - 22)
+            line = Content.assemble(
+                (label.ljust(head), "bold"),
+                (bar(v.events, v.window_events, width), f"{fill} on $surface"),
+                f" {v.events:>3}/{v.window_events:<4}",
+                (f" {fmt_bytes(v.bytes)}", "$text-muted"),
+            )
+        else:
+            width = max(3, min(BAR_WIDTH, (room - HEAD_WIDTH - 23) // 2)) if room else BAR_WIDTH
+            line = Content.assemble(
+                (label.ljust(head), "bold"),
+                (bar(v.events, v.window_events, width), f"{fill} on $surface"),
+                f" {v.events:>3}/{v.window_events:<4} ",
+                (bar(v.bytes, v.window_bytes, width), f"{fill} on $surface"),
+                f" {fmt_bytes(v.bytes)}/{fmt_bytes(v.window_bytes)}",
+            )
         lines = [line]
         if self.has_class("first"):
             header = Content.assemble(
-                ("credit".ljust(HEAD_WIDTH), "bold"),
-                ("events".ljust(BAR_WIDTH + 10), "$text-muted"),
+                ("credit".ljust(head), "bold"),
+                ("events".ljust(width + 10), "$text-muted"),
                 ("bytes", "$text-muted"),
             )
             lines.insert(0, header)

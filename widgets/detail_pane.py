@@ -200,10 +200,10 @@ def _summary(s: StreamSnapshot, now: float) -> Content:
     if s.peer_key_id:
         parts += [
             "\n",
-            ("peer key ", "$text-muted"),
-            s.peer_key_id,
-            ("  pairing code ", "$text-muted"),
+            ("peer's pairing code ", "$text-muted"),
             (s.peer_pairing_code or "—", "bold $warning"),
+            ("  key ", "$text-muted"),
+            s.peer_key_id,
         ]
     if s.last_error:
         parts += ["\n", (f"last error: {s.last_error}", "bold $error")]

@@ -51,12 +51,12 @@ PRIORITY = (
     "peer",
     "state",
     "group",
+    "role",
     "lag",
     "digest",
     "outbox",
     "unacked",
     "credit_out",
-    "role",
     "credit_in",
     "rtt",
     "rate",
@@ -292,6 +292,8 @@ class StreamsTable(DataTable):
 
     def _credit(self, events: int, size: int, s: StreamSnapshot) -> Cell:
         """Two 4-cell bars, events then bytes, against the window; red when one is empty."""
+        if s.state not in (snap.UP, snap.STALLED, snap.HANDSHAKING):
+            return Cell("—", self._style("$text-muted"), -1.0)  # no stream: no credit at all
         left = min(events / max(s.window_events, 1), size / max(s.window_bytes, 1))
         if events <= 0 or size <= 0:
             return Cell(" empty", self._style("bold $error"), left)

@@ -9,6 +9,7 @@ changed. Actions turn keys into node commands; nothing here touches a socket.
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 from textual import work
 from textual.app import ComposeResult
@@ -55,6 +56,9 @@ _FAULTS = Binding.Group("Faults")
 # Footer labels are short (groups share one); the help screen and the command palette
 # show each binding's own description.
 MAIN_BINDINGS = [
+    # Help and Quit first: a narrow footer drops what comes last.
+    Binding("question_mark,f1", "app.help", "Help", id="help"),
+    Binding("q", "app.quit", "Quit", id="quit"),
     Binding("t", "send_event", "Send a test event", id="send_event", group=_SEND),
     Binding("b", "send_burst", f"Send a burst of {BURST}", id="send_burst", group=_SEND),
     Binding("r", "repair", "Repair selected peer/group", id="repair", group=_REPAIR),
@@ -82,6 +86,8 @@ _FAULT_ACTIONS = {
 
 class MainScreen(Screen):
     BINDINGS = MAIN_BINDINGS
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-short"), (30, "-tall")]
     ALLOW_IN_MAXIMIZED_VIEW = "#top, Footer"
 
     def __init__(self) -> None:

@@ -315,7 +315,7 @@ class ScriptedNode:
                 state, backoff_until, connected_at = snap.DEAD, None, None
             else:
                 state, connected_at = snap.DEAD, None
-            unacked, lag = 0, None
+            unacked, lag, credit_out, credit_in = 0, None, 0.0, 0.0
         rate = s.rate * wobble if live and state == s.state else 0.0
         window_e, window_b = 256, 1 << 20
         grant_age = s.grant_age_s if s.grant_age_s is not None else (0.2 if live else None)
@@ -659,13 +659,16 @@ def replay(app, clock: FixedClock, seconds: float = 300.0, step: float = 1.0) ->
 
 
 def scene(name: str):
-    """(app, run_before) for a named scene: main, detail, stalled, repair, help."""
+    """(app, run_before) for a named scene: main, detail, stalled, repair, help, cut."""
     from tapsim_tui.app import TapsimApp  # late: keep the scripted node free of textual
 
     clock = FixedClock()
     if name in ("main", "help"):
         nodes = demo_nodes(clock)
         select = None
+    elif name == "cut":  # bob cuts alice, who dialled him: the acceptor's row stays
+        nodes = demo_nodes(clock)
+        select = "server-alice|g!demo|acceptor"
     else:
         nodes = [trouble_node(clock)]
         select = {
@@ -679,6 +682,8 @@ def scene(name: str):
         await pilot.pause()
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
+        if name == "cut":
+            await pilot.press("n")  # bob's screen
         replay(pilot.app, clock)
         screen = pilot.app.main_screen
         if select is not None:
@@ -689,6 +694,10 @@ def scene(name: str):
         if name in ("detail", "repair"):
             screen.query_one("#detail").focus()
             await pilot.press("z")
+        if name == "cut":
+            await pilot.press("x")
+            clock.advance(6)
+            pilot.app.refresh_from_snapshot()
         if name == "help":
             await pilot.press("question_mark")
         await pilot.pause()
