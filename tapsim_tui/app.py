@@ -12,7 +12,9 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
+from pathlib import Path
 
+import platformdirs
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -27,6 +29,15 @@ from tapsim_tui.settings import validate_keymap
 APP_BINDINGS = [
     Binding("s", "save_screenshot", "Screenshot", id="screenshot"),
 ]
+
+
+def screenshot_dir() -> Path:
+    """Where `s` saves SVG screenshots: $TAPSIM_SCREENSHOTS, else the user's pictures
+    folder (platformdirs), in tapsim/ — never the current directory (a repository)."""
+    override = os.environ.get("TAPSIM_SCREENSHOTS")
+    if override:
+        return Path(override).expanduser()
+    return platformdirs.user_pictures_path() / "tapsim"
 
 
 def all_bindings() -> list[Binding]:
@@ -109,8 +120,15 @@ class TapsimApp(App):
             self.push_screen(HelpScreen(self.help_rows()))
 
     def action_save_screenshot(self) -> None:
-        path = self.save_screenshot(path=os.getcwd())
-        self.notify(f"Screenshot saved to {path}", title="Screenshot")
+        folder = screenshot_dir()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = self.save_screenshot(path=str(folder))
+        except OSError as exc:
+            self.notify(f"Screenshot not saved: {exc}", title="Screenshot", severity="error")
+            return
+        # The path on a line of its own, so a long one wraps at its slashes, not mid-word.
+        self.notify(f"Saved as\n{path}", title="Screenshot", markup=False, timeout=8)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Every key binding in the command palette too, with its current key as help."""

@@ -28,6 +28,7 @@ from tapsim_tui.e2e import GroupCipher
 from tapsim_tui.screens.add_peer import AddPeerScreen
 from tapsim_tui.screens.filter import FilterScreen
 from tapsim_tui.screens.help import HelpScreen
+from tapsim_tui.screens.passphrase import PassphraseScreen
 from widgets.credit_gauge import CreditGauge
 from widgets.detail_pane import DetailPane
 from widgets.fault_badges import FaultBadges
@@ -96,16 +97,17 @@ async def test_send_burst_submits_one_hundred_distinct_ciphertexts():
     assert cipher.decrypt(published[-1].ciphertext) == "test 100 from alice"
 
 
-async def test_send_without_passphrase_refuses_with_a_clear_message():
+async def test_send_without_passphrase_cancelled_says_nothing_was_sent():
     app, (node,), _ = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await select(pilot, "server-gwen|g!ops|initiator")
         await pilot.press("t")
-        await app.workers.wait_for_complete()
+        await wait_until(pilot, lambda: isinstance(app.screen, PassphraseScreen))
+        await pilot.press("escape")
         await pilot.pause()
         messages = [n.message for n in app._notifications]
     assert node.commands == []
-    assert any("No passphrase for g!ops" in m for m in messages)
+    assert any("Nothing sent: g!ops has no passphrase" in m for m in messages)
 
 
 async def test_published_event_shows_decrypted_in_the_frame_log():
@@ -362,16 +364,47 @@ async def test_switch_node_is_off_with_a_single_node():
         assert app.main_screen.check_action("switch_node", ()) is False
 
 
-async def test_screenshot_saves_an_svg_in_the_current_directory(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+async def test_screenshot_saves_an_svg_in_the_screenshot_folder(tmp_path, monkeypatch):
+    here, shots = tmp_path / "repo", tmp_path / "shots"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("TAPSIM_SCREENSHOTS", str(shots))
     app, _, _ = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("s")
         await pilot.pause()
         messages = [n.message for n in app._notifications]
-    (svg,) = list(tmp_path.glob("*.svg"))
+    (svg,) = list(shots.glob("*.svg"))
     assert svg.read_text().startswith("<svg")
-    assert any(str(svg.name) in m for m in messages)
+    assert not list(here.iterdir())  # nothing in the current directory
+    assert any(str(svg) in m for m in messages)  # the full path, to copy
+
+
+async def test_send_without_passphrase_asks_for_one_and_sends():
+    app, (node,), _ = make_app(passphrases={})
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, BOB)
+        await pilot.press("t")
+        await wait_until(pilot, lambda: isinstance(app.screen, PassphraseScreen))
+        await pilot.press(*"a secret")
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await wait_until(pilot, lambda: len(node.commands) == 1)
+    (command,) = node.commands
+    assert isinstance(command, PublishEvent)
+    text = GroupCipher.from_passphrase(DEMO_GROUP, "a secret").decrypt(command.ciphertext)
+    assert text is not None and text.startswith("test 1 from")
+
+
+async def test_a_passphrase_that_is_not_text_says_so():
+    app, (node,), _ = make_app(passphrases={DEMO_GROUP: 1234})
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, BOB)
+        await pilot.press("t")
+        await pilot.pause()
+        messages = [str(n.message) for n in app._notifications]
+    assert node.commands == []
+    assert any("not text" in m for m in messages), messages
 
 
 @pytest.mark.parametrize("key", ["question_mark", "f1"])

@@ -33,6 +33,7 @@ from node.view.commands import (
 from node.view.snapshot import NodeSnapshot, StreamSnapshot
 from tapsim_tui.screens.add_peer import AddPeerScreen
 from tapsim_tui.screens.filter import FilterScreen
+from tapsim_tui.screens.passphrase import PassphraseScreen
 from widgets.alert_banner import AlertBanner
 from widgets.detail_pane import DetailPane, DetailView
 from widgets.fault_badges import FaultBadges
@@ -340,12 +341,22 @@ class MainScreen(Screen):
         group = self._selected_group()
         if group is None:
             return
-        if not self.app.keyring.has_passphrase(group):
-            self.notify(
-                f"No passphrase for {group}: test events are end-to-end encrypted, "
-                "so set one for this group in the config.",
-                severity="error",
-            )
+        keyring = self.app.keyring
+        if not keyring.has_passphrase(group):
+            # Ask, rather than send the user to the config file; then send.
+            def use(passphrase: str | None) -> None:
+                if passphrase is None:
+                    self.notify(f"Nothing sent: {group} has no passphrase.", severity="warning")
+                    return
+                keyring.set_passphrase(group, passphrase)
+                self.app.derive_keys()
+                self._publish(count)
+
+            self.app.push_screen(PassphraseScreen(group), use)
+            return
+        problem = keyring.problem(group)
+        if problem is not None:
+            self.notify(f"Nothing sent: {problem}.", severity="error")
             return
         start = self._sent
         self._sent += count
