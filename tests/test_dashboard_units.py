@@ -216,3 +216,16 @@ def test_frame_filter():
     assert not parse_filter("PING", "").matches(entry)
     assert not parse_filter("", "carol").matches(entry)
     assert "unknown frame type" in parse_filter("EVENTS", "")
+
+
+def test_frame_log_names_an_unchecked_hello_by_its_claim():
+    from types import SimpleNamespace
+
+    from node.view.framelog import FrameLog as NodeFrameLog
+
+    log = NodeFrameLog()
+    observe = log.observer(lambda: None, "g!demo")
+    observe("in", "HELLO", 1, 300, SimpleNamespace(server_id="bob"))
+    observe("in", "PING", 2, 40, None)
+    hello, ping = log.entries()
+    assert hello.peer_id == "bob?" and ping.peer_id == "?"
