@@ -46,6 +46,7 @@ from widgets.streams_table import StreamsTable
 
 IDLE_REPAINT = 0.5  # seconds between repaints while nothing but the clocks moved
 DIGEST_REFRESH = 5.0  # seconds between fetches of the shown peer's digest
+IDLE_TICKS = 5  # while nothing changes, sample once every this many ticks (2 Hz at 10 Hz)
 
 BURST = 100
 
@@ -100,6 +101,7 @@ class MainScreen(Screen):
         self._timer: Timer | None = None
         self._painted: tuple | None = None  # what the last live repaint showed
         self._painted_at = 0.0
+        self._quiet = 0  # ticks left to skip: the federation was idle at the last look
         self._sent = 0
         self._keys_ready: frozenset[str] = frozenset()  # groups the log can decrypt
         self._digest_asked: dict[tuple[int, str, str], float] = {}  # (node, peer, group)
@@ -173,8 +175,12 @@ class MainScreen(Screen):
 
         An idle federation changes nothing but its clocks (ages, uptime) between PINGs;
         repainting the whole screen ten times a second for that cost a core-tenth of CPU,
-        so then the screen is repainted twice a second.
+        so then the screen is repainted twice a second, and the nodes are sampled at
+        that rate too until something changes.
         """
+        if self._quiet > 0:
+            self._quiet -= 1
+            return
         now = self.app.clock()
         shown = self._sample(now)
         last_frame = shown.frame_log[-1].index if shown.frame_log else 0
@@ -186,11 +192,17 @@ class MainScreen(Screen):
             shown.peers,
             last_frame,
             shown.log_lines[-1:],
+            shown.faults,
+            shown.peer_digests,
+            shown.alerts,
         )
         moment = time.monotonic()
         self._refresh_digest(moment)
-        if seen == self._painted and moment - self._painted_at < IDLE_REPAINT:
-            return
+        if seen == self._painted:
+            # Idle: look again in IDLE_TICKS ticks (a key press repaints at once anyway).
+            self._quiet = IDLE_TICKS - 1
+            if moment - self._painted_at < IDLE_REPAINT:
+                return
         self._painted, self._painted_at = seen, moment
         with self.app.batch_update():
             self._show(shown, now)
