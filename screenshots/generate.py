@@ -19,19 +19,19 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # the scripted scenes are test s
 from support.scripted import SCENE_SIZE, scene  # noqa: E402
 
 SHOTS = {
-    "main": "tapsim demo: alice federating g!demo with bob and carol",
-    "detail": "detail pane: a stalled stream waiting for credit",
-    "repair": "anti-entropy repair in progress",
-    "help": "keys (help screen)",
+    "main": ("tapsim demo: alice federating g!demo with bob and carol", SCENE_SIZE),
+    "detail": ("detail pane: a stalled stream waiting for credit", SCENE_SIZE),
+    "repair": ("anti-entropy repair in progress", SCENE_SIZE),
+    "help": ("keys (help screen)", SCENE_SIZE),
+    "cut": ("alice cut her link with carol (x): the row stays, x again undoes it", SCENE_SIZE),
+    "main-80x24": ("tapsim demo in an 80×24 terminal", (80, 24)),
 }
 
 
 def main() -> int:
-    for name, title in SHOTS.items():
-        app, run_before = scene(name)
-        svg = take_svg_screenshot(
-            app=app, terminal_size=SCENE_SIZE, run_before=run_before, title=title
-        )
+    for name, (title, size) in SHOTS.items():
+        app, run_before = scene(name.split("-")[0])
+        svg = take_svg_screenshot(app=app, terminal_size=size, run_before=run_before, title=title)
         path = HERE / f"{name}.svg"
         path.write_text(svg, encoding="utf-8")
         print(f"wrote {path.relative_to(HERE.parent)}")

@@ -12,7 +12,9 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
+from pathlib import Path
 
+import platformdirs
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -25,10 +27,17 @@ from tapsim_tui.screens.main import MAIN_BINDINGS, MainScreen
 from tapsim_tui.settings import validate_keymap
 
 APP_BINDINGS = [
-    Binding("question_mark,f1", "help", "Help", id="help"),
     Binding("s", "save_screenshot", "Screenshot", id="screenshot"),
-    Binding("q", "quit", "Quit", id="quit"),
 ]
+
+
+def screenshot_dir() -> Path:
+    """Where `s` saves SVG screenshots: $TAPSIM_SCREENSHOTS, else the user's pictures
+    folder (platformdirs), in tapsim/ — never the current directory (a repository)."""
+    override = os.environ.get("TAPSIM_SCREENSHOTS")
+    if override:
+        return Path(override).expanduser()
+    return platformdirs.user_pictures_path() / "tapsim"
 
 
 def all_bindings() -> list[Binding]:
@@ -139,8 +148,15 @@ class TapsimApp(App):
             self.push_screen(HelpScreen(self.help_rows()))
 
     def action_save_screenshot(self) -> None:
-        path = self.save_screenshot(path=os.getcwd())
-        self.notify(f"Screenshot saved to {path}", title="Screenshot")
+        folder = screenshot_dir()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = self.save_screenshot(path=str(folder))
+        except OSError as exc:
+            self.notify(f"Screenshot not saved: {exc}", title="Screenshot", severity="error")
+            return
+        # The path on a line of its own, so a long one wraps at its slashes, not mid-word.
+        self.notify(f"Saved as\n{path}", title="Screenshot", markup=False, timeout=8)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Every key binding in the command palette too, with its current key as help."""
@@ -149,13 +165,20 @@ class TapsimApp(App):
         for binding in MAIN_BINDINGS:
             if binding.id == "switch_node" and len(self.handles) < 2:
                 continue
+            if binding.id == "quit":  # the palette has its own
+                continue
             yield SystemCommand(
                 binding.description,
                 f"{binding.id} · key {self.keys_for(binding)}",
                 partial(self.run_action, binding.action, main),
             )
+        yield SystemCommand(
+            "Clear all faults",
+            "switch every injected fault off (cut, ACKs paused, credit 1)",
+            main.action_clear_faults,
+        )
         for binding in APP_BINDINGS:
-            if binding.id in ("help", "screenshot"):
+            if binding.id == "screenshot":
                 yield SystemCommand(
                     binding.description,
                     f"{binding.id} · key {self.keys_for(binding)}",

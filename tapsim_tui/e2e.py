@@ -88,6 +88,24 @@ class Keyring:
     def has_passphrase(self, group_id: str) -> bool:
         return group_id in self._passphrases
 
+    def problem(self, group_id: str) -> str | None:
+        """What is wrong with the group's passphrase, in words; None when it is usable."""
+        value = self._passphrases.get(group_id)
+        if value is None:
+            return f"no passphrase for {group_id}"
+        if not isinstance(value, str) or not value:
+            return (
+                f"the passphrase for {group_id} in the config is not text "
+                f"({type(value).__name__}): write it in quotes"
+            )
+        return None
+
+    def set_passphrase(self, group_id: str, passphrase: str) -> None:
+        """Use `passphrase` for the group from now on (in memory only)."""
+        with self._lock:
+            self._passphrases[group_id] = passphrase
+            self._ciphers.pop(group_id, None)
+
     def ready(self, group_id: str) -> GroupCipher | None:
         """The cipher if it has been derived already; never blocks."""
         return self._ciphers.get(group_id)

@@ -8,7 +8,15 @@ import orjson
 import pytest
 
 from node.view.codec import CodecError, decode_command, decode_snapshot, encode_command, to_json
-from node.view.commands import AddPeer, PublishEvent, Repair, SetFault
+from node.view.commands import (
+    AddPeer,
+    ClearFaults,
+    ForgetPeer,
+    PublishEvent,
+    RefreshDigest,
+    Repair,
+    SetFault,
+)
 from node.view.control import (
     MAX_LINE,
     ClientSession,
@@ -128,7 +136,10 @@ def test_a_missing_required_field_is_refused_and_unknown_ones_are_ignored():
         Repair(),
         Repair("bob", "g!x"),
         AddPeer("http://10.0.0.5:8448", ("g!x", "g!y")),
-        SetFault("bob|g!x|initiator", "cut", True),
+        ForgetPeer("http://10.0.0.5:8448", drop_outbox_and_pin=True),
+        SetFault("bob", "g!x", "cut", True),
+        ClearFaults(),
+        RefreshDigest("bob", "g!x"),
     ],
 )
 def test_commands_round_trip(command):
@@ -141,7 +152,10 @@ def test_commands_round_trip(command):
         ({"kind": "rm -rf"}, "unknown kind"),
         ({"kind": "publish", "group_id": "g!x", "ciphertext": "not base64!"}, "base64"),
         ({"kind": "publish", "group_id": 5, "ciphertext": ""}, "group_id"),
-        ({"kind": "set_fault", "stream_key": "k", "fault": "cut", "enabled": "yes"}, "enabled"),
+        (
+            {"kind": "set_fault", "peer_id": "b", "group_id": "g!x", "fault": "cut", "enabled": 1},
+            "enabled",
+        ),
         ({"kind": "add_peer", "url": "http://x"}, "missing groups"),
         ([], "an object"),
     ],

@@ -22,12 +22,13 @@ from support.scripted import (
 from textual.widgets import OptionList
 
 from node.view import snapshot as snap
-from node.view.commands import AddPeer, PublishEvent, Repair, SetFault
+from node.view.commands import AddPeer, ClearFaults, PublishEvent, Repair, SetFault
 from tapsim_tui.app import TapsimApp, all_bindings
 from tapsim_tui.e2e import GroupCipher
 from tapsim_tui.screens.add_peer import AddPeerScreen
 from tapsim_tui.screens.filter import FilterScreen
 from tapsim_tui.screens.help import HelpScreen
+from tapsim_tui.screens.passphrase import PassphraseScreen
 from widgets.credit_gauge import CreditGauge
 from widgets.detail_pane import DetailPane
 from widgets.fault_badges import FaultBadges
@@ -96,16 +97,17 @@ async def test_send_burst_submits_one_hundred_distinct_ciphertexts():
     assert cipher.decrypt(published[-1].ciphertext) == "test 100 from alice"
 
 
-async def test_send_without_passphrase_refuses_with_a_clear_message():
+async def test_send_without_passphrase_cancelled_says_nothing_was_sent():
     app, (node,), _ = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await select(pilot, "server-gwen|g!ops|initiator")
         await pilot.press("t")
-        await app.workers.wait_for_complete()
+        await wait_until(pilot, lambda: isinstance(app.screen, PassphraseScreen))
+        await pilot.press("escape")
         await pilot.pause()
         messages = [n.message for n in app._notifications]
     assert node.commands == []
-    assert any("No passphrase for g!ops" in m for m in messages)
+    assert any("Nothing sent: g!ops has no passphrase" in m for m in messages)
 
 
 async def test_published_event_shows_decrypted_in_the_frame_log():
@@ -130,10 +132,43 @@ async def test_published_event_shows_decrypted_in_the_frame_log():
 async def test_repair_selected_and_repair_all():
     app, (node,), _ = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        await select(pilot, "server-erin|g!demo|acceptor")
+        await select(pilot, "server-frank|g!demo|initiator")
         await pilot.press("r")
         await pilot.press("R")
-    assert node.commands == [Repair("server-erin", DEMO_GROUP), Repair()]
+    assert node.commands == [Repair("server-frank", DEMO_GROUP), Repair()]
+
+
+@pytest.mark.parametrize(
+    ("row", "why"),
+    [
+        ("server-erin|g!demo|acceptor", "already running"),
+        ("server-dave|g!demo|initiator", "backoff"),
+        ("server-hal|g!demo|acceptor", "gone"),
+    ],
+)
+async def test_repair_that_cannot_run_says_why_and_sends_nothing(row, why):
+    app, (node,), _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, row)
+        await pilot.press("r")
+        await pilot.pause()
+        toasts = [str(n.message) for n in app._notifications]
+    assert node.commands == []
+    assert any("No repair" in m and why in m for m in toasts), toasts
+
+
+async def test_repair_all_with_nothing_connected_says_so():
+    clock = FixedClock()
+    lonely = ScriptedNode(
+        "server-zed", [StreamScript("server-bob", state=snap.BACKOFF)], clock=clock
+    )
+    app = TapsimApp([lonely], clock=clock, live=False, passphrases=DEMO_PASSPHRASES)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("R")
+        await pilot.pause()
+        toasts = [str(n.message) for n in app._notifications]
+    assert lonely.commands == []
+    assert any("No repair started" in m for m in toasts), toasts
 
 
 async def test_add_peer_modal_validates_inline_then_submits():
@@ -178,8 +213,44 @@ async def test_fault_keys_toggle_the_fault_on_the_selected_stream(key, fault, en
         app.refresh_from_snapshot()
         await pilot.pause()
         badges = app.main_screen.query_one(FaultBadges).faults
-    assert node.commands == [SetFault(BOB, fault, enabled)]
+        toasts = [str(n.message) for n in app._notifications]
+        selected = table(app).selected_key
+    assert node.commands == [SetFault("server-bob", DEMO_GROUP, fault, enabled)]
     assert ((fault, "bob · g!demo") in badges) is enabled
+    assert selected == BOB  # the row stays selected: the same key undoes it
+    assert any("bob" in m for m in toasts), toasts
+
+
+async def test_fault_on_an_acceptor_row_stays_on_that_row_and_the_key_undoes_it():
+    app, (node,), _ = make_app()
+    erin = "server-erin|g!demo|acceptor"
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, erin)
+        await pilot.press("x")
+        app.refresh_from_snapshot()
+        await pilot.pause()
+        assert table(app).selected_key == erin
+        state = str(table(app).get_cell(erin, "state"))
+        assert state == "cut"
+        await pilot.press("x")
+        app.refresh_from_snapshot()
+        await pilot.pause()
+        assert table(app).selected_key == erin
+    assert node.commands == [
+        SetFault("server-erin", DEMO_GROUP, snap.FAULT_CUT, True),
+        SetFault("server-erin", DEMO_GROUP, snap.FAULT_CUT, False),
+    ]
+
+
+async def test_clear_all_faults_from_the_palette():
+    app, (node,), _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.main_screen.action_clear_faults()
+        app.refresh_from_snapshot()
+        await pilot.pause()
+        badges = app.main_screen.query_one(FaultBadges)
+        assert badges.faults == ()
+    assert node.commands == [ClearFaults()]
 
 
 async def test_fault_badges_show_while_active():
@@ -265,11 +336,11 @@ async def test_sort_key_and_header_click_keep_the_selection():
         t = table(app)
         assert t.sort_column == "group"
         assert t.selected_key == "server-gwen|g!ops|initiator"
-        assert t.get_row_index("server-gwen|g!ops|initiator") == 5  # g!ops after g!demo
+        assert t.get_row_index("server-gwen|g!ops|initiator") == 6  # g!ops after g!demo
         await pilot.click(StreamsTable, offset=(3, 1))  # the "peer" header
         await pilot.click(StreamsTable, offset=(3, 1))  # again: reversed
         assert t.sort_column == "peer" and t.sort_reverse
-        assert t.get_row_index("server-gwen|g!ops|initiator") == 0
+        assert t.get_row_index("server-gwen|g!ops|initiator") == 1  # after hal
         assert t.selected_key == "server-gwen|g!ops|initiator"
 
 
@@ -293,16 +364,47 @@ async def test_switch_node_is_off_with_a_single_node():
         assert app.main_screen.check_action("switch_node", ()) is False
 
 
-async def test_screenshot_saves_an_svg_in_the_current_directory(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+async def test_screenshot_saves_an_svg_in_the_screenshot_folder(tmp_path, monkeypatch):
+    here, shots = tmp_path / "repo", tmp_path / "shots"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("TAPSIM_SCREENSHOTS", str(shots))
     app, _, _ = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("s")
         await pilot.pause()
         messages = [n.message for n in app._notifications]
-    (svg,) = list(tmp_path.glob("*.svg"))
+    (svg,) = list(shots.glob("*.svg"))
     assert svg.read_text().startswith("<svg")
-    assert any(str(svg.name) in m for m in messages)
+    assert not list(here.iterdir())  # nothing in the current directory
+    assert any(str(svg) in m for m in messages)  # the full path, to copy
+
+
+async def test_send_without_passphrase_asks_for_one_and_sends():
+    app, (node,), _ = make_app(passphrases={})
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, BOB)
+        await pilot.press("t")
+        await wait_until(pilot, lambda: isinstance(app.screen, PassphraseScreen))
+        await pilot.press(*"a secret")
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await wait_until(pilot, lambda: len(node.commands) == 1)
+    (command,) = node.commands
+    assert isinstance(command, PublishEvent)
+    text = GroupCipher.from_passphrase(DEMO_GROUP, "a secret").decrypt(command.ciphertext)
+    assert text is not None and text.startswith("test 1 from")
+
+
+async def test_a_passphrase_that_is_not_text_says_so():
+    app, (node,), _ = make_app(passphrases={DEMO_GROUP: 1234})
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, BOB)
+        await pilot.press("t")
+        await pilot.pause()
+        messages = [str(n.message) for n in app._notifications]
+    assert node.commands == []
+    assert any("not text" in m for m in messages), messages
 
 
 @pytest.mark.parametrize("key", ["question_mark", "f1"])

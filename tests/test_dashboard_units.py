@@ -136,7 +136,7 @@ def test_credit_reason_in_plain_words():
 
 
 def test_seq_range():
-    assert seq_range(None) == "—"
+    assert seq_range(None) == "none"  # an author the side holds no event of
     assert seq_range(snap.AuthorRange("a", 10, 10, 10)) == "1–10 (10)"
     assert seq_range(snap.AuthorRange("a", 12, 8, 9)) == "1–8 …12 (9)"
     assert seq_range(snap.AuthorRange("a", 5, 0, 2)) == "gap at 1 …5 (2)"
@@ -216,3 +216,16 @@ def test_frame_filter():
     assert not parse_filter("PING", "").matches(entry)
     assert not parse_filter("", "carol").matches(entry)
     assert "unknown frame type" in parse_filter("EVENTS", "")
+
+
+def test_frame_log_names_an_unchecked_hello_by_its_claim():
+    from types import SimpleNamespace
+
+    from node.view.framelog import FrameLog as NodeFrameLog
+
+    log = NodeFrameLog()
+    observe = log.observer(lambda: None, "g!demo")
+    observe("in", "HELLO", 1, 300, SimpleNamespace(server_id="bob"))
+    observe("in", "PING", 2, 40, None)
+    hello, ping = log.entries()
+    assert hello.peer_id == "bob?" and ping.peer_id == "?"

@@ -75,14 +75,13 @@ async def test_one_event_credit_window_still_delivers_everything(tmp_path):
 async def test_cut_link_then_replay_from_outbox(pair):
     alice, bob = pair
     await wait_until(lambda: streams_up(bob, "alice"), what="up")
-    key = next(r.key for r in bob.streams if r.peer_id == "alice")
-    bob.faults.set(key, FAULT_CUT, True)
+    bob.faults.set("alice", "g!test", FAULT_CUT, True)
     await wait_until(lambda: not streams_up(bob, "alice"), what="link cut")
     for i in range(30):
         await bob.publish("g!test", b"while cut %d" % i)
     assert bob.store.outbox_count("alice", "g!test") == 30
     assert summary(alice)[0] == 0
-    bob.faults.set(key, FAULT_CUT, False)
+    bob.faults.set("alice", "g!test", FAULT_CUT, False)
     await wait_until(lambda: summary(alice)[0] == 30, what="replay after the cut")
     await wait_until(lambda: bob.store.outbox_count("alice", "g!test") == 0, what="outbox drained")
     assert summary(alice) == summary(bob)

@@ -147,8 +147,8 @@ async def test_bad_control_input_is_answered_and_never_harms_the_node(tmp_path, 
         b'{"type":"command","id":1,"command":{"kind":"publish","group_id":"nope",'
         b'"ciphertext":"AAAA"}}\n',
         b'{"type":"command","id":2,"command":{"kind":"add_peer","url":"ftp://x","groups":[]}}\n',
-        b'{"type":"command","id":3,"command":{"kind":"set_fault","stream_key":"x",'
-        b'"fault":"melt","enabled":true}}\n',
+        b'{"type":"command","id":3,"command":{"kind":"set_fault","peer_id":"x",'
+        b'"group_id":"g!x","fault":"melt","enabled":true}}\n',
         b"[" * 100_000 + b"\n",
         b"z" * 300_000 + b"\n",
     ]

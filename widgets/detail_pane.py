@@ -16,7 +16,13 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Static
 
-from node.view.snapshot import GroupSnapshot, RepairSnapshot, StreamSnapshot
+from node.view import snapshot as snap
+from node.view.snapshot import (
+    GroupSnapshot,
+    PeerDigestSnapshot,
+    RepairSnapshot,
+    StreamSnapshot,
+)
 from widgets.credit_gauge import CreditGauge, CreditView
 from widgets.digest_comparison import DigestComparison, DigestView
 from widgets.heartbeat_timeline import HeartbeatTimeline, HeartbeatView
@@ -33,6 +39,7 @@ class DetailView:
     stream: StreamSnapshot | None = None
     group: GroupSnapshot | None = None  # the stream's group, as this node sees it
     repair: RepairSnapshot | None = None  # the repair with this peer in this group
+    peer_digest: PeerDigestSnapshot | None = None  # the peer's digest, last fetched
     history: StreamHistory | None = field(default=None, compare=False)  # the UI's own
     now: float = 0.0
     window_s: int = WINDOWS_S[0]  # the history chart's window
@@ -93,16 +100,24 @@ class DetailPane(VerticalScroll):
         peer = short_peer(stream.peer_id)
         self.border_title = f"{stream.peer_id} · {stream.group_id} · {stream.role}"
         self._summary.update(_summary(stream, now))
+        blocked = blocked_reason(stream, now)
         self._credit_out.view = CreditView(
             True,
             peer,
             stream.credit_out_events,
             stream.credit_out_bytes,
-            stream.window_events,
-            stream.window_bytes,
+            stream.peer_window_events or stream.window_events,
+            stream.peer_window_bytes or stream.window_bytes,
             _age(now, stream.last_grant_received_at),
             stream.outbox,
+            blocked,
         )
+        limited = ""
+        if snap.FAULT_CREDIT_ONE in stream.faults:
+            limited = (
+                f"fault: we grant {peer} 1 event at a time (c undoes); "
+                f"{stream.credit_in_events} of the earlier grant left"
+            )
         self._credit_in.view = CreditView(
             False,
             peer,
@@ -111,6 +126,8 @@ class DetailPane(VerticalScroll):
             stream.window_events,
             stream.window_bytes,
             _age(now, stream.last_grant_sent_at),
+            blocked=blocked,
+            limited=limited,
         )
         history = view.history
         self._history.show(history, view.window_s, now)
@@ -130,10 +147,30 @@ class DetailPane(VerticalScroll):
             view.local_name,
             stream.peer_id,
             view.group,
-            view.repair,
+            view.peer_digest,
             stream.digest_state,
+            round(now),
         )
         self._repair.view = RepairView(round(now, 1), view.repair, stream.peer_id)
+
+
+def blocked_reason(s: StreamSnapshot, now: float) -> str:
+    """Why nothing can flow on this link at all, naming the cause; "" while it is up."""
+    if s.state in (snap.UP, snap.STALLED, snap.HANDSHAKING):
+        return ""
+    peer = short_peer(s.peer_id)
+    if snap.FAULT_CUT in s.faults:
+        return f"link cut by the fault (x undoes it): no stream with {peer}"
+    if s.state == snap.GONE:
+        return f"{peer} closed its stream to us ({s.last_error or 'ended'}); it has to reconnect"
+    if s.state == snap.BACKOFF:
+        retry = ""
+        if s.backoff_until is not None:
+            retry = f", retry in {max(s.backoff_until - now, 0):.0f} s"
+        return f"{peer} unreachable: {s.last_error or 'no answer'}{retry}"
+    if s.state == snap.CONNECTING:
+        return f"connecting to {peer}…"
+    return f"no stream with {peer}: {s.last_error or s.state}"
 
 
 def _age(now: float, at: float | None) -> float | None:
@@ -144,6 +181,8 @@ def _summary(s: StreamSnapshot, now: float) -> Content:
     since = "not connected"
     if s.connected_at is not None:
         since = f"for {fmt_age(now - s.connected_at)}"
+    elif s.ended_at is not None:
+        since = f"for {fmt_age(now - s.ended_at)}"
     parts: list = [
         (s.state, f"bold {STATE_STYLES.get(s.state, '')}"),
         (f" {since}  ", "$text-muted"),
@@ -158,6 +197,14 @@ def _summary(s: StreamSnapshot, now: float) -> Content:
         ("  unacked ", "$text-muted"),
         f"{s.unacked:,}",
     ]
+    if s.peer_key_id:
+        parts += [
+            "\n",
+            ("peer's pairing code ", "$text-muted"),
+            (s.peer_pairing_code or "—", "bold $warning"),
+            ("  key ", "$text-muted"),
+            s.peer_key_id,
+        ]
     if s.last_error:
         parts += ["\n", (f"last error: {s.last_error}", "bold $error")]
     return Content.assemble(*parts)

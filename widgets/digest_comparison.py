@@ -1,7 +1,14 @@
 """Our digest of a group beside the peer's: counts, fingerprints, authors' seq ranges.
 
-The remote side is what the last anti-entropy run with that peer saw (§5.2), so
-the comparison is as fresh as that run; the local side is live.
+Our side is live. The peer's side is its whole-group digest as last fetched (one small
+request, refreshed every few seconds while this pane is shown, and after every
+repair), labelled with its age. Marks compare like with like:
+
+- ``✓`` the peer's value equals ours now;
+- ``…`` it differs from ours now but equalled ours when it was fetched (we moved since:
+  events in flight, not a difference);
+- ``✗`` it differed from ours when it was fetched: a real difference;
+- no mark: unknown (never fetched, or the fetch failed).
 """
 
 from __future__ import annotations
@@ -12,8 +19,8 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from node.view.snapshot import AuthorRange, GroupSnapshot, RepairSnapshot
-from widgets.render import DIGEST_MARKS, short_id, short_peer
+from node.view.snapshot import AuthorRange, GroupSnapshot, PeerDigestSnapshot
+from widgets.render import DIGEST_MARKS, fmt_age, short_id, short_peer
 
 NAME_W = 13
 SIDE_W = 20
@@ -24,21 +31,31 @@ class DigestView:
     group_id: str
     local_name: str
     peer_id: str
-    group: GroupSnapshot | None
-    repair: RepairSnapshot | None
-    state: str = "unknown"  # the stream's digest state (§5), fresher than the last repair
+    group: GroupSnapshot | None  # ours, live
+    peer: PeerDigestSnapshot | None  # theirs as last fetched, and ours at that moment
+    state: str = "unknown"  # the row's digest state (§5), from the same data
+    now: float = 0.0
 
 
 def seq_range(author: AuthorRange | None) -> str:
-    """`1–402 (402)`, or `1–402 +max 404 (403)` when there is a hole after 402."""
+    """`1–402 (402)`, or `1–402 …404 (403)` when there is a hole after 402."""
     if author is None:
-        return "—"
+        return "none"
     if author.contiguous_seq == 0 and author.max_seq == 0:
         return "none"
     text = f"1–{author.contiguous_seq}" if author.contiguous_seq else "gap at 1"
     if author.max_seq > author.contiguous_seq:
         text += f" …{author.max_seq}"
     return f"{text} ({author.count})"
+
+
+def mark(now_equal: bool, then_equal: bool | None) -> bool | str | None:
+    """True ✓, False ✗, "…" moved since, None unknown (see the module's docstring)."""
+    if then_equal is None:
+        return None
+    if now_equal:
+        return True
+    return "…" if then_equal else False
 
 
 class DigestComparison(Widget):
@@ -52,53 +69,54 @@ class DigestComparison(Widget):
         v = self.view
         if v is None:
             return Content("")
-        repair = v.repair
-        compared = repair is not None and repair.remote_count is not None
-        local_count = v.group.count if v.group else None
-        if compared:
-            local_count = repair.local_count
-        local_fp = v.group.fingerprint if v.group else None
-        if compared:
-            local_fp = repair.local_fingerprint
-        remote_count = repair.remote_count if repair else None
-        remote_fp = repair.remote_fingerprint if repair else None
+        peer = v.peer
+        known = peer is not None and peer.count is not None
+        fresh = known and peer.error is None
         state = v.state
-        symbol, _word, style = DIGEST_MARKS.get(state, ("?", state, "$text-muted"))
+        symbol, word, style = DIGEST_MARKS.get(state, ("?", state, "$text-muted"))
         lines = [
             Content.assemble(
-                ("digest ", "bold"),
-                (v.group_id, "bold $accent"),
-                "  ",
-                (f"{symbol} {state}", style),
-            ),
-            _row("", short_peer(v.local_name) + " (us)", short_peer(v.peer_id), header=True),
+                ("digest ", "bold"), (v.group_id, "bold $accent"), "  ", (f"{symbol} {word}", style)
+            )
+        ]
+        theirs = short_peer(v.peer_id)
+        if known:
+            theirs += f" ({fmt_age(v.now - peer.at)} ago)"
+        lines.append(_row("", short_peer(v.local_name) + " (now)", theirs, header=True))
+        local_count = v.group.count if v.group else None
+        local_fp = v.group.fingerprint if v.group else None
+        then = (
+            None
+            if not fresh
+            else (peer.count == peer.local_count, peer.fingerprint == peer.local_fingerprint)
+        )
+        lines.append(
             _row(
                 "events",
                 _num(local_count),
-                _num(remote_count),
-                _same(repair, local_count, remote_count),
-            ),
+                _num(peer.count) if known else "—",
+                mark(local_count == peer.count, then[0]) if then else None,
+            )
+        )
+        lines.append(
             _row(
                 "fingerprint",
                 short_id(local_fp, 12),
-                short_id(remote_fp, 12),
-                _same(repair, local_fp, remote_fp),
-            ),
-        ]
-        # Compare like with like: both sides as the last run saw them, when it saw them.
-        if repair is not None and repair.remote_authors:
-            local_authors = {a.author: a for a in repair.local_authors}
-        else:
-            local_authors = {a.author: a for a in (v.group.authors if v.group else ())}
-        remote_authors = {a.author: a for a in repair.remote_authors} if repair else {}
+                short_id(peer.fingerprint, 12) if known else "—",
+                mark(local_fp == peer.fingerprint, then[1]) if then else None,
+            )
+        )
+        local_authors = {a.author: a for a in (v.group.authors if v.group else ())}
+        remote_authors = {a.author: a for a in peer.authors} if known else {}
+        then_authors = {a.author: a for a in peer.local_authors} if fresh else {}
         for name in sorted(local_authors.keys() | remote_authors.keys()):
-            mine, theirs = local_authors.get(name), remote_authors.get(name)
+            mine, theirs_a = local_authors.get(name), remote_authors.get(name)
             lines.append(
                 _row(
                     "  " + short_peer(name),
                     seq_range(mine),
-                    seq_range(theirs) if repair else "—",
-                    (mine == theirs) if repair else None,
+                    seq_range(theirs_a) if known else "—",
+                    mark(mine == theirs_a, then_authors.get(name) == theirs_a) if fresh else None,
                 )
             )
         if v.group and v.group.equivocating:
@@ -107,42 +125,36 @@ class DigestComparison(Widget):
                     "  ! equivocating: " + ", ".join(v.group.equivocating), "bold $error"
                 )
             )
-        if repair is None:
-            lines.append(
-                Content.styled("  no comparison with this peer yet (r: repair)", "$text-muted")
-            )
-        elif repair.mismatching_ranges:
+        if peer is None:
+            lines.append(Content.styled(f"  {theirs}'s digest not fetched yet", "$text-muted"))
+        elif peer.error is not None:
+            what = "last fetch failed" if known else "fetch failed"
+            lines.append(Content.styled(f"  {what}: {peer.error}", "$warning"))
+        elif then is not None and not all(then):
             lines.append(
                 Content.styled(
-                    f"  {len(repair.mismatching_ranges)} mismatching ranges:", "$warning"
+                    "  ✗ differed when fetched: r repairs, anti-entropy will too", "$warning"
                 )
             )
-            for lo, hi in repair.mismatching_ranges[:4]:
-                lines.append(Content(f"  {lo or 'start':<26} → {hi or 'end'}"))
-            if len(repair.mismatching_ranges) > 4:
-                more = len(repair.mismatching_ranges) - 4
-                lines.append(Content.styled(f"    … and {more} more", "$text-muted"))
         return Content("\n").join(lines)
-
-
-def _same(repair: RepairSnapshot | None, a: object, b: object) -> bool | None:
-    return None if repair is None else a == b
 
 
 def _num(value: int | None) -> str:
     return "—" if value is None else f"{value:,}"
 
 
-def _row(name: str, local: str, remote: str, same: bool | None = None, header: bool = False):
+def _row(name: str, local: str, remote: str, same: bool | str | None = None, header: bool = False):
     style = "bold $text-muted" if header else ""
-    mark: tuple[str, str] = ("", "")
+    sign: tuple[str, str] = ("", "")
     if same is True:
-        mark = ("✓", "$success")
+        sign = ("✓", "$success")
     elif same is False:
-        mark = ("✗", "bold $warning")
+        sign = ("✗", "bold $warning")
+    elif same == "…":
+        sign = ("…", "$text-muted")
     return Content.assemble(
         (f"{name:<{NAME_W}}", "$text-muted"),
         (f"{local:<{SIDE_W}}", style),
         (f"{remote:<{SIDE_W}}", style),
-        mark,
+        sign,
     )

@@ -24,7 +24,9 @@ class FaultBadges(Widget):
         self.set_class(bool(faults), "-active")
 
     def render(self) -> Content:
-        parts: list[Content | str | tuple[str, str]] = [("FAULTS ", "bold $error")]
+        parts: list[Content | str | tuple[str, str]] = [
+            (f"FAULTS {len(self.faults)} ", "bold $error")
+        ]
         for fault, where in self.faults:
             parts.append((f" {FAULT_LABELS.get(fault, fault)} ", "bold $text on $error"))
             parts.append((f" {where}  ", "$text"))

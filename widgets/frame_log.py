@@ -59,6 +59,7 @@ class FrameFilter:
 
 
 TAIL_PER_TICK = 50  # lines written per tick at most; the rest is counted
+COMPACT_BELOW = 60  # columns under which lines leave out the sequence and size
 
 
 class FrameLog(RichLog):
@@ -80,6 +81,16 @@ class FrameLog(RichLog):
 
     def on_mount(self) -> None:
         self._retitle()
+
+    @property
+    def compact(self) -> bool:
+        return 0 < self.size.width < COMPACT_BELOW
+
+    def on_resize(self) -> None:
+        compact = self.compact
+        if compact != getattr(self, "_compact", False):
+            self._compact = compact
+            self.redraw()  # lines are rendered once: render them again for the new width
 
     def reset(self) -> None:
         """Forget everything (the dashboard switched to another node)."""
@@ -161,7 +172,10 @@ class FrameLog(RichLog):
         line.append(f" {arrow} {short_peer(e.peer_id):<6.6} ")
         kind = "ERROR" if e.is_error else e.type
         line.append(f"{kind:<6}", TYPE_STYLES.get(kind, ""))
-        line.append(f" #{e.sequence:<5}{_size(e.size):>6}  ", "dim")
+        if self.compact:
+            line.append(" ")
+        else:
+            line.append(f" #{e.sequence:<5}{_size(e.size):>6}  ", "dim")
         if e.type == "EVENT" and e.ciphertext:
             line.append_text(self._event_summary(e))
         else:

@@ -56,13 +56,20 @@ class HeaderBar(Widget):
             ("  up ", "$text-muted"),
             fmt_uptime(info.uptime_s),
         )
+        code = Content.assemble(
+            ("pairing code ", "$text-muted"), (info.pairing_code, "bold $warning")
+        )
         urls = ", ".join(info.listen_urls) or "not listening"
         second = Content.assemble(
-            ("listen ", "$text-muted"),
-            (urls, "$accent"),
-            ("   key ", "$text-muted"),
+            ("key ", "$text-muted"),
             info.key_id,
-            ("   pairing code ", "$text-muted"),
-            (info.pairing_code, "bold $warning"),
+            ("  listen ", "$text-muted"),
+            (urls, "$accent"),
         )
+        # The pairing code is read aloud: it goes where it fits whole, never cut.
+        room = self.content_size.width or 200
+        if first.cell_length + 2 + code.cell_length <= room:
+            first = Content.assemble(first, "  ", code)
+        else:
+            second = Content.assemble(code, "  ", second)
         return Content("\n").join([first, second])

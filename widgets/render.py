@@ -22,6 +22,7 @@ STATE_STYLES: dict[str, str] = {
     snap.DEAD: "bold $error",
     snap.BACKOFF: "$text-muted",
     snap.CLOSED: "$text-muted",
+    snap.GONE: "bold $warning",
 }
 
 DIGEST_MARKS: dict[str, tuple[str, str, str]] = {
@@ -96,6 +97,21 @@ def fmt_ms(value: float | None) -> str:
     if value < 10_000:
         return f"{value / 1000:.1f} s"
     return f"{value / 1000:.0f} s"
+
+
+def fmt_ms_short(value: float | None) -> str:
+    """Milliseconds in at most five cells: `0`, `4.1ms`, `85ms`, `1.2s`, `12s`; `—`."""
+    if value is None:
+        return "—"
+    if value == 0:
+        return "0"
+    if value < 10:
+        return f"{value:.1f}ms"
+    if value < 1000:
+        return f"{value:.0f}ms"
+    if value < 10_000:
+        return f"{value / 1000:.1f}s"
+    return f"{value / 1000:.0f}s"
 
 
 def fmt_age(seconds: float | None) -> str:

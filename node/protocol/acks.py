@@ -91,7 +91,7 @@ class OutboundAcks:
     by the peer's credit window.
     """
 
-    __slots__ = ("_sent", "acked_through", "acks_read", "bytes", "last_ack_at")
+    __slots__ = ("_sent", "acked_through", "acks_read", "bytes", "last_ack_at", "last_rtt")
 
     def __init__(self) -> None:
         # (sequence, event_id, sent_at, frame id, line size): the frame id resolves an
@@ -99,6 +99,8 @@ class OutboundAcks:
         self._sent: deque[tuple[int, str, float, str, int]] = deque()
         self.acked_through = 0
         self.last_ack_at: float | None = None
+        # Seconds from writing the newest EVENT an ACK covered to reading that ACK.
+        self.last_rtt: float | None = None
         self.acks_read = 0
         self.bytes = 0  # EVENT line bytes written and not yet acknowledged
 
@@ -132,8 +134,11 @@ class OutboundAcks:
             self.acked_through = through
         sent = self._sent
         covered: list[str] = []
+        entry = None
         while sent and sent[0][0] <= through:
             entry = sent.popleft()
             covered.append(entry[1])
             self.bytes -= entry[4]
+        if entry is not None:
+            self.last_rtt = max(now - entry[2], 0.0)
         return covered

@@ -284,6 +284,7 @@ class StreamSession:
         self.state: SessionState = HANDSHAKING
         self.peer_id: str | None = config.peer_id if config.role is Role.INITIATOR else None
         self.peer_hello: Hello | None = None
+        self.claimed_peer_id: str | None = None  # the HELLO's server_id, before its check
         self.key_doc: object = None
         self.created_at = now
         self.up_at: float | None = None
@@ -726,6 +727,7 @@ class StreamSession:
 
     def _hello(self, frame: Frame, now: float, events: list[SessionEvent]) -> None:
         hello: Hello = frame.payload
+        self.claimed_peer_id = hello.server_id  # shown, never trusted, until authenticated
         try:
             key_doc = self._authenticate(frame, now)
         except ProtocolError as exc:
@@ -961,6 +963,11 @@ class StreamSession:
         """Age of our oldest unacknowledged EVENT, or None when all are acknowledged."""
         oldest = self._out_acks.oldest_sent_at
         return None if oldest is None else now - oldest
+
+    @property
+    def ack_rtt(self) -> float | None:
+        """The last ACK's round trip: writing the newest EVENT it covered → reading it."""
+        return self._out_acks.last_rtt
 
     @property
     def rtt(self) -> float | None:

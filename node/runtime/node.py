@@ -45,7 +45,6 @@ from node.runtime.replay_cache import DurableReplayCache
 from node.runtime.request_signer import RequestSigner
 from node.runtime.seed_file import load_identity
 from node.runtime.sessions import SessionFactory
-from node.runtime.stream_key import StreamKey
 from node.runtime.stream_runner import StreamRunner
 from node.runtime.streams import StreamRegistry
 from node.storage.ingest import Ingest
@@ -57,10 +56,19 @@ from node.transport.client import TransportError
 from node.transport.server import FederationApp
 from node.transport.serving import RunningServer, start_server
 from node.view.builder import SnapshotBuilder, SnapshotSources
-from node.view.commands import AddPeer, Command, ForgetPeer, PublishEvent, Repair, SetFault
+from node.view.commands import (
+    AddPeer,
+    ClearFaults,
+    Command,
+    ForgetPeer,
+    PublishEvent,
+    RefreshDigest,
+    Repair,
+    SetFault,
+)
 from node.view.control import NodeFacts
 from node.view.framelog import FrameLog
-from node.view.snapshot import Fault, NodeSnapshot, PeerConfigSnapshot
+from node.view.snapshot import Fault, LinkFault, NodeSnapshot, PeerConfigSnapshot
 
 RENEW_CHECK = 86400.0  # seconds between checks that our key document is not near expiry
 MAX_STREAMS = 1000  # inbound streams over all connections, beyond which we answer 503
@@ -302,8 +310,8 @@ class Node:
         self.counters.events_stored += len(events)
         self.streams.notify_stored(group_id, events, hop)
 
-    def _fault_changed(self, key: StreamKey) -> None:
-        self.streams.apply_faults(key)
+    def _fault_changed(self, peer_id: str, group_id: str) -> None:
+        self.streams.apply_faults(peer_id, group_id)
         self.peers.wake_all()
 
     def _recheck(self, old: Pin, new: Pin) -> None:
@@ -339,11 +347,15 @@ class Node:
                 self._in_background(self.add_peer_checked(peer))
             case ForgetPeer(url=url, drop_outbox_and_pin=drop):
                 self._in_background(self.forget_peer(url, drop=drop))
-            case SetFault(stream_key=key, fault=fault, enabled=enabled):
+            case SetFault(peer_id=peer, group_id=group, fault=fault, enabled=enabled):
                 try:
-                    self.faults.set(StreamKey.parse(key), Fault(fault), enabled)
+                    self.faults.set(peer, group, Fault(fault), enabled)
                 except ValueError as exc:
-                    return f"bad fault {fault!r} for {key!r}: {exc}"
+                    return f"bad fault {fault!r} for {peer} {group}: {exc}"
+            case ClearFaults():
+                self.faults.clear_all()
+            case RefreshDigest(peer_id=peer, group_id=group):
+                self.repairs.refresh_digest(peer, group)
         return None
 
     def _facts(self) -> NodeFacts:
@@ -429,7 +441,11 @@ class Node:
             urls=lambda: self.urls,
             streams=lambda: self.streams,
             links=self.peers.statuses,
-            faults=lambda key: self.faults.of(StreamKey.parse(key)),
+            faults=self.faults.of,
+            active_faults=lambda: tuple(LinkFault(*f) for f in self.faults.active()),
+            gone=self.streams.gone,
+            peer_key=self._peer_key,
+            peer_digests=self.repairs.peer_digests,
             repairs=self.repairs,
             store=lambda: self.store_thread.summary,
             peers=lambda: tuple(
@@ -442,6 +458,11 @@ class Node:
             log_lines=lambda: self.log.lines,
             frame_log=self.frame_log,
         )
+
+    def _peer_key(self, peer_id: str) -> tuple[str, str] | None:
+        """The peer's pinned key id and pairing code, for the read-aloud check."""
+        pin = self.keystore.pin(peer_id)
+        return None if pin is None else (pin.key_id, pin.doc.pairing_code)
 
     def snapshot(self) -> NodeSnapshot:
         """A by-value picture of the node (call it on the node's loop)."""

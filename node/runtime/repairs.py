@@ -3,6 +3,11 @@
 Repairs start after each handshake we initiate (the acceptor a little later), every
 10 minutes ±30 % while connected, and on demand; at most one runs per (peer, group).
 One run is a :class:`~node.runtime.repair.Repair`.
+
+Between repairs the dashboard may ask for the peer's whole-group digest alone
+(:meth:`RepairManager.refresh_digest`: one small GET, one bucket) to compare with ours
+taken right after it; once asked, the same is done after every repair of that link, so
+what the dashboard compares is never older than the last repair.
 """
 
 from __future__ import annotations
@@ -10,22 +15,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
+import orjson
+
+from node.protocol.errors import ProtocolError
 from node.protocol.session import Role
 from node.runtime.clients import ClientPool
 from node.runtime.directory import PeerDirectory
 from node.runtime.repair import Repair, RepairPorts
 from node.runtime.stream_runner import StreamRunner
 from node.runtime.streams import StreamRegistry
+from node.storage.store import Store
 from node.sync import planner as ae
-from node.view.builder import repair_snapshot
-from node.view.snapshot import DIGEST_FAILED, DIGEST_REPAIRING, DIGEST_UNKNOWN, RepairSnapshot
+from node.sync.digest import AuthorSummary, DigestQuery, parse_authors, parse_digest
+from node.transport.client import TransportError
+from node.transport.routes import group_path
+from node.view.builder import peer_digest_snapshot, repair_snapshot
+from node.view.snapshot import (
+    DIGEST_FAILED,
+    DIGEST_REPAIRING,
+    DIGEST_UNKNOWN,
+    PeerDigestSnapshot,
+    RepairSnapshot,
+)
 
 PERIOD = 600.0
 PERIOD_JITTER = 0.3
 ACCEPTOR_DELAY = 3.0
+DIGEST_TIMEOUT = 10.0  # one whole-group digest for the dashboard
 
 
 class RepairManager:
@@ -53,6 +73,8 @@ class RepairManager:
         self._running: dict[tuple[str, str], Repair] = {}
         self._tasks: set[asyncio.Task] = set()
         self._periodic: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._digests: dict[tuple[str, str], PeerDigestSnapshot] = {}
+        self._fetching: set[tuple[str, str]] = set()
         self._stopping = False
 
     # ------------------------------------------------------------------ triggers
@@ -121,6 +143,8 @@ class RepairManager:
                 f"{st.events_sent} sent, {st.bytes} B"
             )
             self._schedule_next(key)
+            if not self._stopping and key in self._digests:
+                self.refresh_digest(peer, group)  # the dashboard watches this link
 
     def _schedule_next(self, key: tuple[str, str]) -> None:
         handle = self._periodic.pop(key, None)
@@ -151,6 +175,73 @@ class RepairManager:
             with contextlib.suppress(BaseException):
                 await task
 
+    # ------------------------------------------------------------------ digest refresh
+
+    def refresh_digest(self, peer_id: str, group_id: str) -> bool:
+        """Fetch the peer's whole-group digest now (at most one fetch per link at a time);
+        returns whether a fetch started. A failure is kept, in words, in its place."""
+        key = (peer_id, group_id)
+        if self._stopping or key in self._fetching:
+            return False
+        if self._link_cut(peer_id, group_id):
+            self._digest_failed(key, "link cut (fault injection)")
+            return False
+        url = self._directory.url_of(peer_id)
+        if not url:
+            self._digest_failed(key, "no URL known for that peer")
+            return False
+        self._fetching.add(key)
+        task = asyncio.get_running_loop().create_task(self._fetch_digest(key, url))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _fetch_digest(self, key: tuple[str, str], url: str) -> None:
+        peer, group = key
+        path = group_path(group, "digest") + "?" + DigestQuery("", "", 1).to_query_string()
+        headers = [("authorization", self._ports.signer.header(peer, "GET", path, b""))]
+        try:
+            async with asyncio.timeout(DIGEST_TIMEOUT):
+                response = await self._clients.for_url(url).request("GET", path, headers=headers)
+            if response.status != 200:
+                raise TransportError(url, f"digest answered {response.status}")
+            digest = parse_digest(
+                orjson.loads(response.body),
+                group_id=group,
+                lo="",
+                hi="",
+                buckets=1,
+                server_id=peer,
+            )
+            local = await self._ports.thread.run(_whole_group, self._ports.store, group)
+            self._digests[key] = peer_digest_snapshot(
+                peer,
+                group,
+                time.time(),
+                (digest.count, digest.fingerprint, digest.authors or {}),
+                local,
+            )
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            self._digest_failed(key, f"no answer in {DIGEST_TIMEOUT:g} s")
+        except ProtocolError as exc:
+            self._digest_failed(key, exc.message)
+        except (TransportError, OSError, ValueError) as exc:
+            self._digest_failed(key, str(exc))
+        finally:
+            self._fetching.discard(key)
+
+    def _digest_failed(self, key: tuple[str, str], reason: str) -> None:
+        """Keep what we last knew of the peer's digest, marked as not current."""
+        before = self._digests.get(key)
+        if before is None:
+            before = PeerDigestSnapshot(key[0], key[1], time.time())
+        self._digests[key] = replace(before, error=reason)
+
+    def peer_digests(self) -> tuple[PeerDigestSnapshot, ...]:
+        return tuple(self._digests[k] for k in sorted(self._digests))
+
     # ------------------------------------------------------------------ observing
 
     def state_of(self, peer_id: str, group_id: str) -> str:
@@ -172,3 +263,13 @@ class RepairManager:
         for key, repair in self._running.items():
             out[key] = repair_snapshot(repair.planner)
         return tuple(out[k] for k in sorted(out))
+
+
+def _whole_group(store: Store, group_id: str) -> tuple[int, str, dict[str, AuthorSummary]]:
+    """Our whole-group digest (on the store thread)."""
+    count, fingerprint = store.summary(group_id)
+    try:
+        authors = parse_authors(store.authors(group_id))
+    except ProtocolError:  # our own store is the authority; show what we can
+        authors = {}
+    return count, fingerprint, authors

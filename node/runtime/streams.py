@@ -4,18 +4,45 @@ A stream is named by its :class:`~node.runtime.stream_key.StreamKey`. The regist
 live :class:`~node.runtime.stream_runner.StreamRunner`, decides which one drains a peer's
 outbox (one per peer and group; it hands over when that one ends), applies faults when a
 handshake completes, and fans newly stored events out to the streams of their group.
+It remembers the streams peers opened to us after they end (:class:`GoneStream`): we
+cannot dial those back, so the dashboard keeps showing them, and what is queued for them,
+until the peer returns or is forgotten.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from node.protocol import session as s
 from node.protocol.errors import ErrorCode
 from node.protocol.frames import Event
-from node.runtime.faults import FaultBoard
+from node.runtime.faults import CUT_REASON, FaultBoard
 from node.runtime.stream_key import UNKNOWN_PEER, StreamKey
 from node.runtime.stream_runner import StreamRunner
+
+
+@dataclass(frozen=True, slots=True)
+class GoneStream:
+    """An authenticated stream a peer opened to us, after it ended."""
+
+    key: StreamKey
+    peer_url: str
+    ended_at: float
+    reason: str
+    events_in: int
+    events_out: int
+    bytes_in: int
+    bytes_out: int
+
+    @property
+    def peer_id(self) -> str:
+        return self.key.peer_id
+
+    @property
+    def group_id(self) -> str:
+        return self.key.group_id
 
 
 class StreamRegistry:
@@ -34,6 +61,7 @@ class StreamRegistry:
         log: Callable[[str], None],
     ) -> None:
         self._runners: set[StreamRunner] = set()
+        self._gone: dict[StreamKey, GoneStream] = {}
         self._relay_peers = relay_peers
         self._faults = faults
         self._log = log
@@ -64,10 +92,20 @@ class StreamRegistry:
         """(peer, group) of every live stream whose peer is known."""
         return {(r.peer_id, r.group_id) for r in self._runners if r.peer_id and not r.finished}
 
-    def apply_faults(self, key: StreamKey) -> None:
+    def gone(self) -> list[GoneStream]:
+        """Peers' streams to us that ended and have not come back, oldest key first."""
+        return [self._gone[k] for k in sorted(self._gone, key=str)]
+
+    def forget(self, peer_id: str) -> None:
+        """Drop what is remembered of ``peer_id``'s ended streams (the peer is forgotten)."""
+        for key in [k for k in self._gone if k.peer_id == peer_id]:
+            del self._gone[key]
+
+    def apply_faults(self, peer_id: str, group_id: str) -> None:
+        """A fault of the link changed: bring its streams, in either role, in line."""
         for runner in list(self._runners):
-            if StreamKey.of(runner) == key:
-                self._faults.apply(key, runner)
+            if runner.peer_id == peer_id and runner.group_id == group_id:
+                self._faults.apply(runner)
 
     def notify_stored(self, group_id: str, events: list[Event], hop: str) -> None:
         for runner in list(self._runners):
@@ -87,8 +125,13 @@ class StreamRegistry:
     def stream_up(self, runner: StreamRunner) -> bool:
         """A handshake completed. Returns whether the stream drains this peer's outbox."""
         peer = runner.peer_id or UNKNOWN_PEER
+        if not self._faults.apply(runner):
+            # The link is cut: the peer's stream is dropped once its HELLO names it, so
+            # the peer retries with backoff and its outbox for us fills, as on a real cut.
+            self._log(f"stream refused: {peer} {runner.group_id}: link cut")
+            return False
         self._log(f"stream up: {peer} {runner.group_id} ({runner.role.value})")
-        self._faults.apply(StreamKey.of(runner), runner)
+        self._gone.pop(StreamKey.of(runner), None)
         self.on_handshake(runner)
         if peer not in self._relay_peers(runner.group_id):
             return False
@@ -110,6 +153,28 @@ class StreamRegistry:
 
     def stream_ended(self, runner: StreamRunner) -> None:
         self._runners.discard(runner)
+        if runner.role is s.Role.ACCEPTOR and runner.peer_id:
+            key = StreamKey.of(runner)
+            if not any(StreamKey.of(r) == key for r in self._runners if not r.finished):
+                c = runner.session.counters
+                totals = (c.events_in, c.events_out, c.bytes_in, c.bytes_out)
+                before = self._gone.get(key)
+                if before is not None and runner.end_reason == CUT_REASON:
+                    # A refused retry moved nothing: keep what the last real stream did.
+                    totals = (
+                        before.events_in,
+                        before.events_out,
+                        before.bytes_in,
+                        before.bytes_out,
+                    )
+                hello = runner.session.peer_hello
+                self._gone[key] = GoneStream(
+                    key,
+                    runner.peer_url or (hello.url if hello else ""),
+                    time.time(),
+                    runner.end_reason or "ended",
+                    *totals,
+                )
         self._log(
             f"stream down: {runner.peer_id or UNKNOWN_PEER} {runner.group_id} "
             f"({runner.role.value}): {runner.end_reason}"

@@ -24,7 +24,16 @@ from typing import Any, TypeVar
 
 import orjson
 
-from node.view.commands import AddPeer, Command, PublishEvent, Repair, SetFault
+from node.view.commands import (
+    AddPeer,
+    ClearFaults,
+    Command,
+    ForgetPeer,
+    PublishEvent,
+    RefreshDigest,
+    Repair,
+    SetFault,
+)
 from node.view.snapshot import NodeSnapshot
 
 T = TypeVar("T")
@@ -198,7 +207,10 @@ _COMMAND_KINDS: dict[str, type] = {
     "publish": PublishEvent,
     "repair": Repair,
     "add_peer": AddPeer,
+    "forget_peer": ForgetPeer,
     "set_fault": SetFault,
+    "clear_faults": ClearFaults,
+    "refresh_digest": RefreshDigest,
 }
 _KIND_OF = {cls: kind for kind, cls in _COMMAND_KINDS.items()}
 

@@ -44,11 +44,27 @@ class ForgetPeer:
 
 @dataclass(frozen=True, slots=True)
 class SetFault:
-    """Switch a demo fault (node.snapshot.FAULT_*) on or off for one stream key."""
+    """Switch a demo fault (node.view.snapshot.FAULT_*) on or off for the link with
+    ``peer_id`` in ``group_id``: it applies to every stream of that link, in either
+    role, now and after reconnects."""
 
-    stream_key: str
+    peer_id: str
+    group_id: str
     fault: str
     enabled: bool
 
 
-Command = PublishEvent | Repair | AddPeer | ForgetPeer | SetFault
+@dataclass(frozen=True, slots=True)
+class ClearFaults:
+    """Switch every fault off."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshDigest:
+    """Fetch the peer's whole-group digest (one small request) to compare with ours."""
+
+    peer_id: str
+    group_id: str
+
+
+Command = PublishEvent | Repair | AddPeer | ForgetPeer | SetFault | ClearFaults | RefreshDigest

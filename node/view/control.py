@@ -18,7 +18,9 @@ client → node
     ``{"type": "snapshot"}``   one full snapshot now (what `tapsim status` asks)
     ``{"type": "command", "id": 7, "command": {"kind": "repair", ...}}``   kinds:
         ``publish`` (group_id, ciphertext base64), ``repair`` (peer_id, group_id; null
-        for all), ``add_peer`` (url, groups), ``set_fault`` (stream_key, fault, enabled)
+        for all), ``add_peer`` (url, groups), ``forget_peer`` (url,
+        drop_outbox_and_pin), ``set_fault`` (peer_id, group_id, fault, enabled),
+        ``clear_faults``, ``refresh_digest`` (peer_id, group_id)
 
 node → client
     ``{"type": "welcome", "version": 1, "server_id", "pid", "listen", "started_at"}``

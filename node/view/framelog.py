@@ -55,12 +55,16 @@ class FrameLog:
 
         def observe(direction: str, ftype: str, sequence: int, size: int, payload: Any) -> None:
             self._index += 1
+            who = peer()
+            if who is None:  # before the HELLO is checked: its claim, marked unproven
+                claimed = getattr(payload, "server_id", None) if ftype == "HELLO" else None
+                who = f"{claimed}?" if isinstance(claimed, str) else "?"
             records.append(
                 (
                     self._index,
                     clock(),
                     direction,
-                    peer() or "?",
+                    who,
                     group_id,
                     ftype,
                     sequence,

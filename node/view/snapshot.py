@@ -24,10 +24,11 @@ class StreamState(StrEnum):
     DEAD = "dead"
     BACKOFF = "backoff"
     CLOSED = "closed"
+    GONE = "gone"  # an acceptor's stream ended: the peer has to come back to us
 
 
 class Fault(StrEnum):
-    """Fault injections a demo can switch on per link."""
+    """Fault injections a demo can switch on per link: (peer, group), in either role."""
 
     CUT = "cut"
     ACK_PAUSED = "ack_paused"
@@ -41,6 +42,7 @@ STALLED = StreamState.STALLED
 DEAD = StreamState.DEAD
 BACKOFF = StreamState.BACKOFF
 CLOSED = StreamState.CLOSED
+GONE = StreamState.GONE
 
 # Digest states per peer and group (§5): the repair planner's states.
 DIGEST_UNKNOWN = RepairState.UNKNOWN
@@ -75,12 +77,18 @@ class StreamSnapshot:
     # Credit the peer may still spend sending to us (granted by us, minus used).
     credit_in_events: int = 0
     credit_in_bytes: int = 0
-    window_events: int = 256
+    window_events: int = 256  # the window we grant the peer
     window_bytes: int = 1 << 20
+    # The most credit the peer has let us hold on this stream (its window, as seen).
+    peer_window_events: int = 0
+    peer_window_bytes: int = 0
     last_grant_received_at: float | None = None
     last_grant_sent_at: float | None = None
     unacked: int = 0  # events we sent that the peer has not acknowledged
-    ack_lag_ms: float | None = None  # age of our oldest unacknowledged event
+    # Age of our oldest unacknowledged event: 0 when all are acknowledged, None when
+    # no stream is up.
+    ack_lag_ms: float | None = None
+    ack_rtt_ms: float | None = None  # the last ACK's round trip: EVENT written → ACK read
     outbox: int = 0  # events queued for this peer and group, durable
     last_read_at: float | None = None
     last_ping_sent_at: float | None = None
@@ -94,8 +102,11 @@ class StreamSnapshot:
     bytes_out: int = 0
     connected_at: float | None = None
     last_error: str | None = None
-    faults: frozenset[str] = frozenset()
+    faults: frozenset[str] = frozenset()  # on this (peer, group) link, whatever our role
     digest_state: str = DIGEST_UNKNOWN
+    peer_key_id: str | None = None  # the peer's pinned key, for the read-aloud check
+    peer_pairing_code: str | None = None
+    ended_at: float | None = None  # a gone or dead row: when its last stream ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +149,36 @@ class RepairSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerDigestSnapshot:
+    """The peer's whole-group digest as last fetched, and ours at that moment (§5.2)."""
+
+    peer_id: str
+    group_id: str
+    at: float  # when the answer arrived
+    count: int | None = None
+    fingerprint: str | None = None
+    authors: tuple[AuthorRange, ...] = ()
+    local_count: int | None = None
+    local_fingerprint: str | None = None
+    local_authors: tuple[AuthorRange, ...] = ()
+    error: str | None = None
+
+    @property
+    def equal(self) -> bool | None:
+        """Did both sides hold the same events at that moment? None: unknown."""
+        if self.error is not None or self.fingerprint is None:
+            return None
+        return self.count == self.local_count and self.fingerprint == self.local_fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFault:
+    peer_id: str
+    group_id: str
+    fault: str
+
+
+@dataclass(frozen=True, slots=True)
 class FrameLogEntry:
     index: int  # strictly increasing over the node's life: the UI's cursor
     at: float
@@ -175,3 +216,8 @@ class NodeSnapshot:
     frame_log: tuple[FrameLogEntry, ...] = ()  # the newest entries, oldest first
     counters: dict[str, int] = field(default_factory=dict)
     log_lines: tuple[str, ...] = ()  # notable events in words, newest last
+    faults: tuple[LinkFault, ...] = ()  # every fault switched on, with or without a stream
+    peer_digests: tuple[PeerDigestSnapshot, ...] = ()
+    # Node-level conditions the header shows as a banner until they clear, in words
+    # (e.g. a full disk); faults have their own badge.
+    alerts: tuple[str, ...] = ()

@@ -6,13 +6,18 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
 LEGEND = (
-    "state: connecting · handshaking · up · stalled (no ACK for 3 pings) · dead · backoff Ns\n"
-    "digest: ✓ equal  ✗ differs  ⟳ repairing  ! equivocation  ? not compared yet\n"
+    "state: connecting · handshaking · up · stalled (no ACK for 3 pings) · dead · backoff Ns"
+    " · gone (the peer's stream to us ended; it must reconnect) · cut / acks paused / credit 1"
+    " while a fault is on (the same key on the row undoes it; palette: Clear all faults)\n"
+    "ACK lag/rtt: age of our oldest unacknowledged event (0: all acknowledged) / the last"
+    " ACK's round trip (event written → ACK read)\n"
+    "digest: ✓ equal  ✗ differs  ⟳ repairing  ! equivocation  ? not compared yet; in the"
+    " detail pane … means we moved on since the peer's digest was fetched\n"
     "credit bars: events | bytes left against the window; ↑ we send, ↓ we receive · ⚡ fault on"
 )
 
@@ -28,8 +33,8 @@ class HelpScreen(ModalScreen[None]):
         self._rows = rows
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="help-dialog", classes="dialog"):
-            yield Label("tapsim keys", classes="dialog-title")
+        with VerticalScroll(id="help-dialog", classes="dialog"):
+            yield Label("tapsim keys  (esc to close)", classes="dialog-title")
             yield DataTable(id="help-keys", cursor_type="none", zebra_stripes=True)
             yield Static(LEGEND, id="help-legend", markup=False)
             yield Label(

@@ -9,6 +9,7 @@ changed. Actions turn keys into node commands; nothing here touches a socket.
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 from textual import work
 from textual.app import ComposeResult
@@ -20,11 +21,22 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer
 
 from node.view import snapshot as snap
-from node.view.commands import AddPeer, Command, ForgetPeer, PublishEvent, Repair, SetFault
+from node.view.commands import (
+    AddPeer,
+    ClearFaults,
+    Command,
+    ForgetPeer,
+    PublishEvent,
+    RefreshDigest,
+    Repair,
+    SetFault,
+)
 from node.view.snapshot import NodeSnapshot, StreamSnapshot
 from tapsim_tui.screens.add_peer import AddPeerScreen
 from tapsim_tui.screens.filter import FilterScreen
 from tapsim_tui.screens.forget_peer import ForgetPeerScreen
+from tapsim_tui.screens.passphrase import PassphraseScreen
+from widgets.alert_banner import AlertBanner
 from widgets.detail_pane import DetailPane, DetailView
 from widgets.fault_badges import FaultBadges
 from widgets.frame_log import FrameFilter, FrameLog
@@ -32,9 +44,11 @@ from widgets.header_bar import HeaderBar, HeaderInfo
 from widgets.history_chart import WINDOWS_S, window_label
 from widgets.render import FAULT_LABELS, short_peer
 from widgets.stream_history import StreamHistory
-from widgets.streams_table import COLUMN_KEYS, StreamsTable
+from widgets.streams_table import StreamsTable
 
 IDLE_REPAINT = 0.5  # seconds between repaints while nothing but the clocks moved
+DIGEST_REFRESH = 5.0  # seconds between fetches of the shown peer's digest
+IDLE_TICKS = 5  # while nothing changes, sample once every this many ticks (2 Hz at 10 Hz)
 
 BURST = 100
 
@@ -46,6 +60,9 @@ _FAULTS = Binding.Group("Faults")
 # Footer labels are short (groups share one); the help screen and the command palette
 # show each binding's own description.
 MAIN_BINDINGS = [
+    # Help and Quit first: a narrow footer drops what comes last.
+    Binding("question_mark,f1", "app.help", "Help", id="help"),
+    Binding("q", "app.quit", "Quit", id="quit"),
     Binding("t", "send_event", "Send a test event", id="send_event", group=_SEND),
     Binding("b", "send_burst", f"Send a burst of {BURST}", id="send_burst", group=_SEND),
     Binding("r", "repair", "Repair selected peer/group", id="repair", group=_REPAIR),
@@ -74,6 +91,8 @@ _FAULT_ACTIONS = {
 
 class MainScreen(Screen):
     BINDINGS = MAIN_BINDINGS
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-short"), (30, "-tall")]
     ALLOW_IN_MAXIMIZED_VIEW = "#top, Footer"
 
     def __init__(self) -> None:
@@ -85,11 +104,14 @@ class MainScreen(Screen):
         self._timer: Timer | None = None
         self._painted: tuple | None = None  # what the last live repaint showed
         self._painted_at = 0.0
+        self._quiet = 0  # ticks left to skip: the federation was idle at the last look
         self._sent = 0
         self._keys_ready: frozenset[str] = frozenset()  # groups the log can decrypt
+        self._digest_asked: dict[tuple[int, str, str], float] = {}  # (node, peer, group)
         # The widgets a tick updates, looked up once on mount.
         self._header: HeaderBar
         self._faults: FaultBadges
+        self._alerts: AlertBanner
         self._table: StreamsTable
         self._detail: DetailPane
         self._log: FrameLog
@@ -97,6 +119,7 @@ class MainScreen(Screen):
     def compose(self) -> ComposeResult:
         with Vertical(id="top"):
             yield HeaderBar()
+            yield AlertBanner()
             yield FaultBadges()
         yield StreamsTable(id="streams")
         with Horizontal(id="lower"):
@@ -110,10 +133,10 @@ class MainScreen(Screen):
         app = self.app
         self._header = self.query_one(HeaderBar)
         self._faults = self.query_one(FaultBadges)
+        self._alerts = self.query_one(AlertBanner)
         self._table = self.query_one(StreamsTable)
         self._detail = self.query_one(DetailPane)
         self._log = self.query_one(FrameLog)
-        self._table.border_title = "peer streams"
         if app.live:
             self._timer = self.set_interval(1 / app.tick_hz, self._tick)
             app.app_suspend_signal.subscribe(self, self._on_app_suspend)
@@ -155,8 +178,12 @@ class MainScreen(Screen):
 
         An idle federation changes nothing but its clocks (ages, uptime) between PINGs;
         repainting the whole screen ten times a second for that cost a core-tenth of CPU,
-        so then the screen is repainted twice a second.
+        so then the screen is repainted twice a second, and the nodes are sampled at
+        that rate too until something changes.
         """
+        if self._quiet > 0:
+            self._quiet -= 1
+            return
         now = self.app.clock()
         shown = self._sample(now)
         last_frame = shown.frame_log[-1].index if shown.frame_log else 0
@@ -168,13 +195,32 @@ class MainScreen(Screen):
             shown.peers,
             last_frame,
             shown.log_lines[-1:],
+            shown.faults,
+            shown.peer_digests,
+            shown.alerts,
         )
         moment = time.monotonic()
-        if seen == self._painted and moment - self._painted_at < IDLE_REPAINT:
-            return
+        self._refresh_digest(moment)
+        if seen == self._painted:
+            # Idle: look again in IDLE_TICKS ticks (a key press repaints at once anyway).
+            self._quiet = IDLE_TICKS - 1
+            if moment - self._painted_at < IDLE_REPAINT:
+                return
         self._painted, self._painted_at = seen, moment
         with self.app.batch_update():
             self._show(shown, now)
+
+    def _refresh_digest(self, moment: float) -> None:
+        """While the detail pane shows a peer, ask its node for the peer's digest every
+        DIGEST_REFRESH seconds, so the comparison is never older than that."""
+        stream = self.selected_stream
+        if stream is None or stream.peer_id.endswith("?") or not self._detail.display:
+            return
+        key = (self.node_index, stream.peer_id, stream.group_id)
+        if moment - self._digest_asked.get(key, -DIGEST_REFRESH) < DIGEST_REFRESH:
+            return
+        self._digest_asked[key] = moment
+        self.submit(RefreshDigest(stream.peer_id, stream.group_id))
 
     def _sample(self, now: float) -> NodeSnapshot:
         """Fresh snapshots of every node into the UI's histories; returns the shown one."""
@@ -208,10 +254,9 @@ class MainScreen(Screen):
             len(self.app.handles),
         )
         self._faults.faults = tuple(
-            (fault, f"{short_peer(st.peer_id)} · {st.group_id}")
-            for st in s.streams
-            for fault in sorted(st.faults)
+            (f.fault, f"{short_peer(f.peer_id)} · {f.group_id}") for f in s.faults
         )
+        self._alerts.alerts = s.alerts
         self._table.show(s.streams, now)
         self._show_detail(now)
         log.feed(s.frame_log)
@@ -239,6 +284,14 @@ class MainScreen(Screen):
                     r
                     for r in s.repairs
                     if r.peer_id == stream.peer_id and r.group_id == stream.group_id
+                ),
+                None,
+            ),
+            peer_digest=next(
+                (
+                    d
+                    for d in s.peer_digests
+                    if d.peer_id == stream.peer_id and d.group_id == stream.group_id
                 ),
                 None,
             ),
@@ -303,12 +356,22 @@ class MainScreen(Screen):
         group = self._selected_group()
         if group is None:
             return
-        if not self.app.keyring.has_passphrase(group):
-            self.notify(
-                f"No passphrase for {group}: test events are end-to-end encrypted, "
-                "so set one for this group in the config.",
-                severity="error",
-            )
+        keyring = self.app.keyring
+        if not keyring.has_passphrase(group):
+            # Ask, rather than send the user to the config file; then send.
+            def use(passphrase: str | None) -> None:
+                if passphrase is None:
+                    self.notify(f"Nothing sent: {group} has no passphrase.", severity="warning")
+                    return
+                keyring.set_passphrase(group, passphrase)
+                self.app.derive_keys()
+                self._publish(count)
+
+            self.app.push_screen(PassphraseScreen(group), use)
+            return
+        problem = keyring.problem(group)
+        if problem is not None:
+            self.notify(f"Nothing sent: {problem}.", severity="error")
             return
         start = self._sent
         self._sent += count
@@ -329,13 +392,31 @@ class MainScreen(Screen):
 
     def action_repair(self) -> None:
         stream = self._need_stream()
-        if stream is not None:
-            self.submit(Repair(peer_id=stream.peer_id, group_id=stream.group_id))
-            self.notify(f"Repair of {stream.group_id} with {stream.peer_id} started.")
+        if stream is None:
+            return
+        why_not = _why_no_repair(stream)
+        if why_not:
+            self.notify(f"No repair with {stream.peer_id}: {why_not}.", severity="warning")
+            return
+        self.submit(Repair(peer_id=stream.peer_id, group_id=stream.group_id))
+        self.notify(
+            f"Repair of {stream.group_id} with {stream.peer_id} asked for: "
+            "watch the digest column and the detail pane."
+        )
 
     def action_repair_all(self) -> None:
+        streams = self.snapshot.streams if self.snapshot is not None else ()
+        links = sorted({(st.peer_id, st.group_id) for st in streams if not _why_no_repair(st)})
+        if not links:
+            self.notify(
+                "No repair started: no peer is connected (a repair needs a live stream).",
+                severity="warning",
+            )
+            return
         self.submit(Repair())
-        self.notify("Repair of every group with every peer started.")
+        names = ", ".join(f"{short_peer(p)} · {g}" for p, g in links[:4])
+        more = f" and {len(links) - 4} more" if len(links) > 4 else ""
+        self.notify(f"Repair asked for {len(links)} link(s): {names}{more}.")
 
     def action_add_peer(self) -> None:
         groups: tuple[str, ...] = ()
@@ -389,7 +470,7 @@ class MainScreen(Screen):
 
     def action_sort(self) -> None:
         table = self._table
-        following = COLUMN_KEYS[(COLUMN_KEYS.index(table.sort_column) + 1) % len(COLUMN_KEYS)]
+        following = table.next_sort_column()
         table.sort_by(following)
         self.notify(f"Sorted by {following}.")
 
@@ -406,11 +487,37 @@ class MainScreen(Screen):
         stream = self._need_stream()
         if stream is None:
             return
+        if stream.peer_id.endswith("?"):
+            self.notify(
+                "That peer has not proved who it is yet: a fault needs a known peer.",
+                severity="warning",
+            )
+            return
         fault = _FAULT_ACTIONS[action]
         enabled = fault not in stream.faults
-        self.submit(SetFault(stream_key=stream.key, fault=fault, enabled=enabled))
-        state = "ON" if enabled else "off"
-        self.notify(f"{FAULT_LABELS[fault]} {state} for {stream.peer_id} · {stream.group_id}.")
+        self.submit(
+            SetFault(peer_id=stream.peer_id, group_id=stream.group_id, fault=fault, enabled=enabled)
+        )
+        key = self.app.keys_for(next(b for b in MAIN_BINDINGS if b.id == action))
+        self.notify(
+            _fault_effect(stream, fault, enabled)
+            + (f" ({key} again undoes it.)" if enabled else ""),
+            title=f"{FAULT_LABELS[fault]} {'ON' if enabled else 'off'}",
+            severity="warning" if enabled else "information",
+        )
+
+    def action_clear_faults(self) -> None:
+        faults = self.snapshot.faults if self.snapshot is not None else ()
+        if not faults:
+            self.notify("No fault is on.")
+            return
+        self.submit(ClearFaults())
+        self.notify(f"{len(faults)} fault(s) switched off; links reconnect and catch up.")
+
+    def action_refresh_digest(self) -> None:
+        stream = self._need_stream()
+        if stream is not None:
+            self.submit(RefreshDigest(stream.peer_id, stream.group_id))
 
     def action_fault_cut(self) -> None:
         self._toggle_fault("fault_cut")
@@ -420,3 +527,41 @@ class MainScreen(Screen):
 
     def action_fault_credit_one(self) -> None:
         self._toggle_fault("fault_credit_one")
+
+
+def _why_no_repair(stream: StreamSnapshot) -> str:
+    """Why a repair with this row's peer would not run, in words; "" when it would."""
+    if snap.FAULT_CUT in stream.faults:
+        return "the link is cut (fault on)"
+    if stream.peer_id.endswith("?") or stream.peer_id == "?":
+        return "the peer has not proved who it is yet"
+    if stream.digest_state == snap.DIGEST_REPAIRING:
+        return "a repair is already running"
+    if stream.state not in (snap.UP, snap.STALLED):
+        return f"the link is {stream.state}: a repair needs a live stream"
+    return ""
+
+
+def _fault_effect(stream: StreamSnapshot, fault: str, enabled: bool) -> str:
+    """What switching `fault` does to this link, in the words of what will be seen."""
+    peer, group = short_peer(stream.peer_id), stream.group_id
+    initiator = stream.role == "initiator"
+    if fault == snap.FAULT_CUT:
+        if enabled:
+            how = "we stop dialing it" if initiator else f"{peer}'s streams are refused, it retries"
+            return f"Link with {peer} in {group} cut: {how}; what it is owed waits in the outbox."
+        how = "we dial it again now" if initiator else f"{peer} reconnects at its next retry"
+        return f"Link with {peer} in {group} restored: {how}, then the outbox replays."
+    if fault == snap.FAULT_ACK_PAUSED:
+        if enabled:
+            return (
+                f"Our ACKs to {peer} in {group} held back: its unacked count grows and its "
+                "stream stalls; events are still stored."
+            )
+        return f"ACKs to {peer} in {group} resume: everything held back is acknowledged."
+    if enabled:
+        return (
+            f"We grant {peer} 1 event at a time in {group}: its ↓ credit runs down from "
+            f"{stream.credit_in_events} already granted, then it sends one event per grant."
+        )
+    return f"Full credit window for {peer} in {group} again."

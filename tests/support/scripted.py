@@ -19,13 +19,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from node.view import snapshot as snap
-from node.view.commands import AddPeer, Command, PublishEvent, Repair, SetFault
+from node.view.commands import (
+    AddPeer,
+    ClearFaults,
+    Command,
+    PublishEvent,
+    RefreshDigest,
+    Repair,
+    SetFault,
+)
 from node.view.snapshot import (
     AuthorRange,
     FrameLogEntry,
     GroupSnapshot,
+    LinkFault,
     NodeSnapshot,
     PeerConfigSnapshot,
+    PeerDigestSnapshot,
     RepairSnapshot,
     StreamSnapshot,
 )
@@ -86,6 +96,11 @@ class StreamScript:
     error: str | None = None
     faults: set[str] = field(default_factory=set)
     phase: float = 0.0
+    ended_s: float | None = None  # a gone acceptor row: its stream ended this long ago
+
+    @property
+    def digest_known(self) -> bool:
+        return self.digest in (snap.DIGEST_EQUAL, snap.DIGEST_DIFFERS, snap.DIGEST_REPAIRING)
 
     @property
     def key(self) -> str:
@@ -118,6 +133,7 @@ class ScriptedNode:
         self.equivocating = equivocating
         self.errors_in_log = errors_in_log
         self.commands: list[Command] = []
+        self.alerts: list[str] = []
         self.peers = [
             PeerConfigSnapshot(f"http://127.0.0.1:{8400 + i}", s.peer_id, (s.group_id,))
             for i, s in enumerate(self.streams)
@@ -160,15 +176,77 @@ class ScriptedNode:
                 peers=tuple(self.peers),
                 frame_log=tuple(self._log),
                 counters={"events_stored": self._events(now)},
+                faults=tuple(
+                    LinkFault(s.peer_id, s.group_id, f)
+                    for s in self.streams
+                    if s.role == "initiator" or s.peer_id not in self._initiated(s.group_id)
+                    for f in sorted(s.faults)
+                ),
+                peer_digests=tuple(
+                    self._peer_digest(s, now) for s in self.streams if s.digest_known
+                ),
+                alerts=tuple(self.alerts),
             )
+
+    def _initiated(self, group_id: str) -> set[str]:
+        return {s.peer_id for s in self.streams if s.group_id == group_id and s.role == "initiator"}
+
+    def _peer_digest(self, s: StreamScript, now: float) -> PeerDigestSnapshot:
+        """The peer's digest as fetched 2 s ago: equal unless the script says it differs."""
+        group = self._group(s.group_id, now - 2)
+        repair = self.repairs.get((s.peer_id, s.group_id))
+        if repair is not None:
+            repair = self._repair(repair, now)
+        if repair is not None and repair.remote_authors:
+            return PeerDigestSnapshot(
+                s.peer_id,
+                s.group_id,
+                now - 2,
+                repair.remote_count,
+                repair.remote_fingerprint,
+                repair.remote_authors,
+                repair.local_count,
+                repair.local_fingerprint,
+                repair.local_authors,
+            )
+        differs = s.digest == snap.DIGEST_DIFFERS
+        authors = group.authors
+        count, fp = group.count, group.fingerprint
+        if differs:
+            authors = tuple(
+                replace(
+                    a, max_seq=a.max_seq - 8, contiguous_seq=a.contiguous_seq - 8, count=a.count - 8
+                )
+                if i == 0
+                else a
+                for i, a in enumerate(authors)
+            )
+            count, fp = count - 8, fake_fingerprint(s.group_id, "peer", count)
+        return PeerDigestSnapshot(
+            s.peer_id,
+            s.group_id,
+            now - 2,
+            count,
+            fp,
+            authors,
+            group.count,
+            group.fingerprint,
+            group.authors,
+        )
 
     # -- commands --------------------------------------------------------------------
 
     def _apply(self, command: Command, now: float) -> None:
         if isinstance(command, SetFault):
+            # A fault is on the link (peer, group): every row of it shows it, either role.
             for s in self.streams:
-                if s.key == command.stream_key:
+                if (s.peer_id, s.group_id) == (command.peer_id, command.group_id):
                     (s.faults.add if command.enabled else s.faults.discard)(command.fault)
+        elif isinstance(command, ClearFaults):
+            for s in self.streams:
+                s.faults.clear()
+        elif isinstance(command, RefreshDigest):
+            pass  # the scripted peers' digests are always as fresh as the script
         elif isinstance(command, Repair):
             for s in self.streams:
                 if command.peer_id not in (None, s.peer_id):
@@ -207,7 +285,7 @@ class ScriptedNode:
         wobble = 1 + 0.35 * math.sin(now / 7 + s.phase)
         live = s.state in (snap.UP, snap.STALLED)
         connected_at = None
-        if s.state not in (snap.CONNECTING, snap.BACKOFF, snap.HANDSHAKING):
+        if s.state not in (snap.CONNECTING, snap.BACKOFF, snap.HANDSHAKING, snap.GONE):
             connected_at = now - s.connected_for_s
         rtts = tuple(
             round(s.rtt_ms * (1 + 0.4 * math.sin(k * 0.9 + s.phase)), 1) for k in range(-8, 0)
@@ -233,7 +311,11 @@ class ScriptedNode:
         state = s.state
         backoff_until = now + s.backoff_s if s.backoff_s is not None else None
         if snap.FAULT_CUT in s.faults:
-            state, backoff_until = snap.BACKOFF, now + 2.5
+            if s.role == "initiator":
+                state, backoff_until, connected_at = snap.DEAD, None, None
+            else:
+                state, connected_at = snap.DEAD, None
+            unacked, lag, credit_out, credit_in = 0, None, 0.0, 0.0
         rate = s.rate * wobble if live and state == s.state else 0.0
         window_e, window_b = 256, 1 << 20
         grant_age = s.grant_age_s if s.grant_age_s is not None else (0.2 if live else None)
@@ -258,8 +340,11 @@ class ScriptedNode:
             last_grant_received_at=None if grant_age is None else now - grant_age,
             last_grant_sent_at=now - 0.1 if live else None,
             unacked=unacked,
-            ack_lag_ms=round(lag, 1) if unacked else None,
-            outbox=s.outbox,
+            ack_lag_ms=(round(lag, 1) if unacked else 0.0)
+            if connected_at and lag is not None
+            else None,
+            ack_rtt_ms=round(s.rtt_ms * 1.6 * wobble, 1) if connected_at else None,
+            outbox=s.outbox + (int(now - FIXED_NOW + 40) if snap.FAULT_CUT in s.faults else 0),
             last_read_at=(now - (s.pongs_stop_s or 0.05)) if connected_at else None,
             last_ping_sent_at=last_ping,
             last_pong_at=last_pong,
@@ -274,6 +359,10 @@ class ScriptedNode:
             last_error=s.error,
             faults=frozenset(s.faults),
             digest_state=self._digest_state(s, now),
+            peer_key_id="ed25519:"
+            + base64.urlsafe_b64encode(hashlib.sha256(s.peer_id.encode()).digest()).decode()[:8],
+            peer_pairing_code=pairing_code(s.peer_id),
+            ended_at=now - s.ended_s if s.ended_s is not None else None,
         )
 
     def _digest_state(self, s: StreamScript, now: float) -> str:
@@ -489,6 +578,16 @@ def trouble_node(clock: Callable[[], float]) -> ScriptedNode:
         StreamScript("server-erin", role="acceptor", rtt_ms=18.0, phase=2.0),
         StreamScript("server-frank", digest=snap.DIGEST_EQUIVOCATION, rtt_ms=9.0, phase=3.0),
         StreamScript("server-gwen", OPS_GROUP, digest=snap.DIGEST_DIFFERS, rtt_ms=31.0, phase=4.0),
+        StreamScript(
+            "server-hal",
+            role="acceptor",
+            state=snap.GONE,
+            ended_s=42.0,
+            outbox=318,
+            unacked=0,
+            error="connection lost",
+            digest=snap.DIGEST_UNKNOWN,
+        ),
     ]
     repairs = [
         RepairSnapshot(
@@ -560,13 +659,16 @@ def replay(app, clock: FixedClock, seconds: float = 300.0, step: float = 1.0) ->
 
 
 def scene(name: str):
-    """(app, run_before) for a named scene: main, detail, stalled, repair, help."""
+    """(app, run_before) for a named scene: main, detail, stalled, repair, help, cut."""
     from tapsim_tui.app import TapsimApp  # late: keep the scripted node free of textual
 
     clock = FixedClock()
     if name in ("main", "help"):
         nodes = demo_nodes(clock)
         select = None
+    elif name == "cut":  # bob cuts alice, who dialled him: the acceptor's row stays
+        nodes = demo_nodes(clock)
+        select = "server-alice|g!demo|acceptor"
     else:
         nodes = [trouble_node(clock)]
         select = {
@@ -580,6 +682,8 @@ def scene(name: str):
         await pilot.pause()
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
+        if name == "cut":
+            await pilot.press("n")  # bob's screen
         replay(pilot.app, clock)
         screen = pilot.app.main_screen
         if select is not None:
@@ -590,6 +694,10 @@ def scene(name: str):
         if name in ("detail", "repair"):
             screen.query_one("#detail").focus()
             await pilot.press("z")
+        if name == "cut":
+            await pilot.press("x")
+            clock.advance(6)
+            pilot.app.refresh_from_snapshot()
         if name == "help":
             await pilot.press("question_mark")
         await pilot.pause()
