@@ -106,6 +106,9 @@ class StreamRunner:
         self._live: deque[Event] = deque(maxlen=LIVE_QUEUE_MAX)
         self._live_bytes = 0
         self._held: list[tuple[int, s.Outcome]] = []  # outcomes held while ACKs are paused
+        # time.monotonic() when the peer last had under half its credit left: it sends as
+        # fast as we let it, so it has a backlog for us (node.runtime.repair waits for it).
+        self.credit_bound_at: float | None = None
         self.acks_paused = False
         self._schedule()
 
@@ -132,7 +135,10 @@ class StreamRunner:
         # an abort stops the reading.
         if self.aborted:
             return
-        self._dispatch(self.session.receive_data(data, time.time()))
+        session = self.session
+        self._dispatch(session.receive_data(data, time.time()))
+        if 2 * session.credit_in_events < session.window_events:
+            self.credit_bound_at = time.monotonic()
 
     def feed_eof(self) -> None:
         if self.aborted:
