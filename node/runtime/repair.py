@@ -231,15 +231,29 @@ class Repair:
             queued = await outbox.holds(self.peer_id, self.group_id, ids)
         sent = await self._send_now([e for e in ids if e not in queued])
         stuck_since = time.monotonic()
+        size = self._outbox_size()
+        polls = 0
         while queued and streams.outbox_streaming(self.peer_id, self.group_id):
             if time.monotonic() - stuck_since > OUTBOX_PATIENCE:
                 break  # a stalled stream (or ACKs held back): send the rest ourselves
             await asyncio.sleep(OUTBOX_POLL)
+            polls += 1
+            # The outbox shrinking is progress, seen from the store's published summary;
+            # the exact look-up (a query over every id still queued) runs only when it
+            # did not shrink, and every 8th poll, to see the end.
+            was, size = size, self._outbox_size()
+            if size < was and polls % 8:
+                stuck_since = time.monotonic()
+                continue
             left = await outbox.holds(self.peer_id, self.group_id, queued)
             if len(left) < len(queued):
                 stuck_since = time.monotonic()
             queued = left
         return sent + await self._send_now(sorted(queued))
+
+    def _outbox_size(self) -> int:
+        """Events queued for the peer, from the store's published summary (no store turn)."""
+        return self._ports.thread.summary.outbox(self.peer_id, self.group_id)
 
     async def _send_now(self, event_ids: list[str]) -> int:
         if not event_ids:
