@@ -7,6 +7,7 @@ store need the same rules.
 from __future__ import annotations
 
 import os
+import random
 import re
 from datetime import UTC, datetime
 
@@ -39,9 +40,18 @@ def ulid_bytes(value: str) -> bytes:
     return int(value.translate(_TO_INT32), 32).to_bytes(16, "big")
 
 
+# Frame ids must be unique, not secret: 80 bits from a generator seeded from the OS
+# (its own instance, so a test's random.seed() cannot make two nodes collide; reseeded
+# in a forked child), since a getrandom() system call per EVENT frame was a tenth of a
+# sender's loop.
+_RANDOM = random.Random()
+if hasattr(os, "register_at_fork"):  # a forked child must not repeat its parent's ids
+    os.register_at_fork(after_in_child=_RANDOM.seed)
+
+
 def new_ulid(now: float) -> str:
-    """A fresh ULID: ``now`` in milliseconds, then 80 bits from the OS's random source."""
-    n = (int(now * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    """A fresh ULID: ``now`` in milliseconds, then 80 random bits."""
+    n = (int(now * 1000) << 80) | _RANDOM.getrandbits(80)
     pairs = _PAIRS
     return "".join([pairs[(n >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
