@@ -10,7 +10,7 @@ Per run, all on 127.0.0.1 and in a fresh temporary directory:
    to `tapsim node` B, which verifies, stores durably (WAL, synchronous=FULL) and ACKs.
    Rate = events stored by B / time between B's first and last stored event (B's digest
    count, polled every 20 ms, so start-up is not in the number).
-2. **ACK round trip**: a bench peer (node/session.py + our HTTP/2 client + identity) opens
+2. **ACK round trip**: a bench peer (node/protocol/session.py + our HTTP/2 client + identity) opens
    a stream to B and offers pre-signed events at each rate in ``--rates``; p50/p99 of the
    time from writing an EVENT to reading the ACK that covers it. Then as fast as credit
    allows (``client → node, max``).

@@ -160,6 +160,26 @@ def test_equivocation_same_seq_keeps_both(ingest, store):
     assert [e.event_id for e in store.outbox_pending("server-carol", GROUP)] == [other.event_id]
 
 
+@pytest.mark.parametrize("case", [0, 1], ids=["same-event-id", "same-seq"])
+def test_equivocation_within_one_batch_is_decided_as_across_batches(case):
+    # New events of a batch are inserted together; one that meets an earlier one of the
+    # same batch (same event_id, or same author and seq) must still see it stored.
+    other = event_of(VECTORS["equivocation"][case]["frame"])
+    items = [(POSITIVE, "server-alice"), (other, "server-alice")]
+    apart, together = open_store(":memory:"), open_store(":memory:")
+    try:
+        one_by_one = [
+            Ingest(apart, pinned_lookup).process(GROUP, [item], now=1.0)[0] for item in items
+        ]
+        batched = Ingest(together, pinned_lookup).process(GROUP, items, now=1.0)
+        assert batched == one_by_one
+        assert together.summary(GROUP) == apart.summary(GROUP)
+        assert together.equivocators(GROUP) == apart.equivocators(GROUP) == ["server-alice"]
+    finally:
+        apart.close()
+        together.close()
+
+
 def test_malformed_ciphertext_is_bad_frame(ingest, store):
     ev = signed_event("server-alice", 1)
     ev.ciphertext = "not*base64"

@@ -129,6 +129,33 @@ async def test_federation_server_advertises_4mib_stream_and_16mib_connection_win
         await server.stop()
 
 
+async def test_federation_server_takes_256kib_data_frames_from_the_first_chunk():
+    # h2 only raises its frame reader's limit once our SETTINGS are ACKed, and sets it
+    # before reading a chunk: the patch accepts large frames at once, so a client that
+    # ACKs and sends a large DATA frame in one write is not refused (FRAME_SIZE_ERROR).
+    server = await start_server(FederationApp(EchoHandler()), "127.0.0.1", 0)
+    client = FederationClient(server.url)
+    try:
+        assert (await client.request("GET", "/_taps/federation/caps")).status == 200
+        conn = await client.connection()
+        assert conn.h2.remote_settings.max_frame_size == patches.MAX_FRAME_SIZE
+        assert conn.h2.max_outbound_frame_size == 256 * 1024
+        stream = await client.open_stream(
+            "/_taps/federation/encrypted-groups/g!echo/stream",
+            [("content-type", FRAME_MEDIA_TYPE)],
+        )
+        body = (b"y" * 1023 + b"\n") * 512  # 512 KiB: two full-size DATA frames
+        await asyncio.wait_for(stream.write(body), WAIT)
+        stream.end()
+        echoed = bytearray()
+        while (chunk := await asyncio.wait_for(stream.read(), WAIT)) is not None:
+            echoed += chunk
+        assert bytes(echoed) == body
+    finally:
+        await client.close()
+        await server.stop()
+
+
 async def test_plain_hypercorn_config_is_not_patched():
     async def app(scope, receive, send):
         if scope["type"] != "http":

@@ -6,11 +6,12 @@ store need the same rules.
 
 from __future__ import annotations
 
+import os
+import random
 import re
 from datetime import UTC, datetime
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_DECODE = {c: i for i, c in enumerate(CROCKFORD)}
 
 _ULID_RE = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
 _SERVER_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -25,12 +26,34 @@ def is_ulid(value: object) -> bool:
     return isinstance(value, str) and _ULID_RE.fullmatch(value) is not None
 
 
+# ULIDs are made and read on the per-EVENT path (every frame id, every event term
+# hashed), so both directions avoid a Python loop per character: reading translates
+# Crockford's alphabet into the digits int(…, 32) takes; making looks up two
+# characters (10 bits) at a time.
+_TO_INT32 = str.maketrans(CROCKFORD, "0123456789abcdefghijklmnopqrstuv")
+_PAIRS = [CROCKFORD[i >> 5] + CROCKFORD[i & 31] for i in range(1024)]
+_PAIR_SHIFTS = tuple(range(120, -1, -10))  # 13 pairs: the 130 bits of 26 digits
+
+
 def ulid_bytes(value: str) -> bytes:
     """The 16 bytes of a canonical ULID (big-endian, so byte order = string order)."""
-    n = 0
-    for c in value:
-        n = (n << 5) | _DECODE[c]
-    return n.to_bytes(16, "big")
+    return int(value.translate(_TO_INT32), 32).to_bytes(16, "big")
+
+
+# Frame ids must be unique, not secret: 80 bits from a generator seeded from the OS
+# (its own instance, so a test's random.seed() cannot make two nodes collide; reseeded
+# in a forked child), since a getrandom() system call per EVENT frame was a tenth of a
+# sender's loop.
+_RANDOM = random.Random()
+if hasattr(os, "register_at_fork"):  # a forked child must not repeat its parent's ids
+    os.register_at_fork(after_in_child=_RANDOM.seed)
+
+
+def new_ulid(now: float) -> str:
+    """A fresh ULID: ``now`` in milliseconds, then 80 random bits."""
+    n = (int(now * 1000) << 80) | _RANDOM.getrandbits(80)
+    pairs = _PAIRS
+    return "".join([pairs[(n >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 # Reserved (§2): a server of that id would be served at `GET /keys/current`, the path of

@@ -27,7 +27,6 @@ from enum import Enum, StrEnum
 from typing import Any
 
 import orjson
-from ulid import ULID
 
 from node.protocol.acks import InboundAcks, OutboundAcks
 from node.protocol.credit import InboundCredit, OutboundCredit
@@ -46,7 +45,7 @@ from node.protocol.frames import (
     frame_id_of,
     loads_object,
 )
-from node.protocol.ids import is_group_id, is_server_id
+from node.protocol.ids import is_group_id, is_server_id, new_ulid
 from node.protocol.keepalive import DEAD_AFTER_INTERVALS, Keepalive
 
 
@@ -230,7 +229,7 @@ class EventTooLarge(ValueError):
 
 def default_new_id(now: float) -> str:
     """A ULID stamped with ``now`` (the shell passes wall-clock seconds)."""
-    return str(ULID.from_timestamp(now))
+    return new_ulid(now)
 
 
 def _control_head(ftype: bytes, frame_id: str, origin: bytes, payload: bytes) -> bytes:

@@ -27,8 +27,11 @@ class Outbox:
 
     async def pending(self, peer_id: str, group_id: str, after: str, limit: int) -> list[Event]:
         """Up to ``limit`` queued events for the peer, in event_id order after ``after``."""
-        rows = await self._thread.run(self._store.outbox_pending, peer_id, group_id, after, limit)
-        return [r.to_event() for r in rows]
+        return await self._thread.run(self._pending, peer_id, group_id, after, limit)
+
+    def _pending(self, peer_id: str, group_id: str, after: str, limit: int) -> list[Event]:
+        """On the store thread: the page, already turned into EVENT payloads."""
+        return [r.to_event() for r in self._store.outbox_pending(peer_id, group_id, after, limit)]
 
     async def holds(self, peer_id: str, group_id: str, event_ids: Iterable[str]) -> set[str]:
         """Which of ``event_ids`` are still queued for the peer."""

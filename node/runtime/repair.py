@@ -33,6 +33,8 @@ REQUEST_TIMEOUT = 60.0  # one digest, checkpoint page or send
 SEND_CONCURRENCY = 8
 OUTBOX_POLL = 0.25  # seconds between checks of what the outbox stream still has to deliver
 OUTBOX_PATIENCE = 5.0  # seconds without progress of that stream before repair sends itself
+INBOUND_QUIET = 1.0  # seconds a stream from the peer must not be credit-bound to have settled
+INBOUND_PATIENCE = 30.0  # seconds a repair waits for that, at most, before it runs anyway
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +71,27 @@ class Repair:
         self.error: str | None = None
 
     async def run(self) -> None:
+        await self._inbound_settled()
         thread = self._ports.thread
         actions = await thread.run(self.planner.start, time.time())
         await self._perform(actions)
+
+    async def _inbound_settled(self) -> None:
+        """Wait, for a while, while the peer replays a backlog to us on a stream.
+
+        Such a peer is already sending what this repair would fetch by checkpoint:
+        fetching it as well would move the backlog twice, each event verified and stored
+        (or screened) twice, the mirror of :meth:`_send`'s rule. A backlog shows as a
+        peer that uses up its credit; live traffic does not, and does not wait. After
+        INBOUND_PATIENCE the repair runs anyway.
+        """
+        streams = self._ports.streams
+        give_up = time.monotonic() + INBOUND_PATIENCE
+        while (
+            streams.backlogged(self.peer_id, self.group_id, INBOUND_QUIET)
+            and time.monotonic() < give_up
+        ):
+            await asyncio.sleep(OUTBOX_POLL)
 
     async def _perform(self, actions: list) -> None:
         while actions:
@@ -211,15 +231,29 @@ class Repair:
             queued = await outbox.holds(self.peer_id, self.group_id, ids)
         sent = await self._send_now([e for e in ids if e not in queued])
         stuck_since = time.monotonic()
+        size = self._outbox_size()
+        polls = 0
         while queued and streams.outbox_streaming(self.peer_id, self.group_id):
             if time.monotonic() - stuck_since > OUTBOX_PATIENCE:
                 break  # a stalled stream (or ACKs held back): send the rest ourselves
             await asyncio.sleep(OUTBOX_POLL)
+            polls += 1
+            # The outbox shrinking is progress, seen from the store's published summary;
+            # the exact look-up (a query over every id still queued) runs only when it
+            # did not shrink, and every 8th poll, to see the end.
+            was, size = size, self._outbox_size()
+            if size < was and polls % 8:
+                stuck_since = time.monotonic()
+                continue
             left = await outbox.holds(self.peer_id, self.group_id, queued)
             if len(left) < len(queued):
                 stuck_since = time.monotonic()
             queued = left
         return sent + await self._send_now(sorted(queued))
+
+    def _outbox_size(self) -> int:
+        """Events queued for the peer, from the store's published summary (no store turn)."""
+        return self._ports.thread.summary.outbox(self.peer_id, self.group_id)
 
     async def _send_now(self, event_ids: list[str]) -> int:
         if not event_ids:

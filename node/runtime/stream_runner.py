@@ -35,6 +35,9 @@ LIVE_QUEUE_BYTES = 4 * 1024 * 1024
 # much and reads nothing would otherwise cost all that memory. 4 MiB is the HTTP/2
 # stream window of §1, 4 × the default byte credit: never the limit for a normal peer.
 MAX_UNACKED_BYTES = 4 * 1024 * 1024
+# Events read from the outbox in one turn of the store thread; the next page is read
+# when fewer than half of one wait to be sent (4 × the default credit window).
+OUTBOX_PAGE = 1024
 
 
 SubmitEvent = Callable[[str, Event, str, Callable[[s.Outcome], None]], None]
@@ -88,11 +91,24 @@ class StreamRunner:
         self._timer_at: float | None = None
         self._pump_task: asyncio.Task | None = None
         self._sent: set[str] = set()  # event ids written and not yet acknowledged
-        self._cursor = ""
+        # Outbox read-ahead: pages read before the credit to send them arrives, so a
+        # CREDIT is answered from memory, not after a turn of the store thread (which
+        # may be in an fsync). _read_to is the highest event_id read; _read_gen
+        # discards a page read before a rescan; _notified counts notify_stored calls,
+        # so a short page read before a commit is not taken to mean "nothing more".
+        self._ahead: deque[Event] = deque()
+        self._read_to = ""
+        self._read_gen = 0
+        self._reading: asyncio.Task | None = None
+        self._dry = False  # the last page was short: nothing more after _read_to
+        self._notified = 0
         self._rescan = False
         self._live: deque[Event] = deque(maxlen=LIVE_QUEUE_MAX)
         self._live_bytes = 0
         self._held: list[tuple[int, s.Outcome]] = []  # outcomes held while ACKs are paused
+        # time.monotonic() when the peer last had under half its credit left: it sends as
+        # fast as we let it, so it has a backlog for us (node.runtime.repair waits for it).
+        self.credit_bound_at: float | None = None
         self.acks_paused = False
         self._schedule()
 
@@ -119,7 +135,10 @@ class StreamRunner:
         # an abort stops the reading.
         if self.aborted:
             return
-        self._dispatch(self.session.receive_data(data, time.time()))
+        session = self.session
+        self._dispatch(session.receive_data(data, time.time()))
+        if 2 * session.credit_in_events < session.window_events:
+            self.credit_bound_at = time.monotonic()
 
     def feed_eof(self) -> None:
         if self.aborted:
@@ -176,8 +195,10 @@ class StreamRunner:
             return
         if self.uses_outbox:
             # The ingest transaction already put them in the outbox; rescan if any sorts
-            # before the cursor (relayed events keep their authors' older ids).
-            if any(e.event_id <= self._cursor for e in events):
+            # before what was read (relayed events keep their authors' older ids).
+            self._notified += 1
+            self._dry = False
+            if any(e.event_id <= self._read_to for e in events):
                 self._rescan = True
         else:
             live = self._live
@@ -255,17 +276,16 @@ class StreamRunner:
         session = self.session
         try:
             while not self.finished and session.state == s.UP and not session.ended:
+                if self.uses_outbox:
+                    self._read_ahead()
                 if session.credit_out_events <= 0 or session.unacked_bytes >= MAX_UNACKED_BYTES:
                     self._more.clear()
                     await self._more.wait()
                     continue
-                batch = await self._next_batch(session.credit_out_events)
-                if self.finished:
-                    return
+                batch = self._next_batch(session.credit_out_events)
                 if not batch:
-                    if self._rescan:
-                        self._rescan = False
-                        self._cursor = ""
+                    if self.uses_outbox and self._rescan and self._reading is None:
+                        self._restart_reading()
                         continue
                     self._more.clear()
                     await self._more.wait()
@@ -283,48 +303,82 @@ class StreamRunner:
                         progressed += 1
                         continue
                     if not ok:
-                        if not self.uses_outbox:
-                            self._unpop_live(batch[i:])
+                        self._unpop(batch[i:])
                         break
                     progressed += 1
                     self._sent.add(event.event_id)
-                    if self.uses_outbox and event.event_id > self._cursor:
-                        self._cursor = event.event_id
                 self._changed()
                 if not progressed:  # no byte credit, or too much unacknowledged: wait
                     self._more.clear()
                     await self._more.wait()
         except asyncio.CancelledError:
             pass
+        finally:
+            if self._reading is not None:
+                self._reading.cancel()
 
-    def _unpop_live(self, events: list[Event]) -> None:
-        """Put live events that did not fit back in front, in order (a full queue drops
-        its newest, as it would have on arrival)."""
+    def _unpop(self, events: list[Event]) -> None:
+        """Put events that did not fit back in front, in order."""
+        if self.uses_outbox:
+            self._ahead.extendleft(reversed(events))
+            return
         live = self._live
+        # A full live queue drops its newest, as it would have on arrival.
         for event in reversed(events):
             if len(live) == LIVE_QUEUE_MAX:
                 self._live_bytes -= len(live.pop().ciphertext)
             live.appendleft(event)
             self._live_bytes += len(event.ciphertext)
 
-    async def _next_batch(self, room: int) -> list[Event]:
+    def _next_batch(self, room: int) -> list[Event]:
+        queue = self._ahead if self.uses_outbox else self._live
+        n = min(room, len(queue))
+        out = [queue.popleft() for _ in range(n)]
         if not self.uses_outbox:
-            out = []
-            live = self._live
-            while live and len(out) < room:
-                out.append(live.popleft())
             self._live_bytes -= sum(len(e.ciphertext) for e in out)
-            return out
-        limit = min(room, 512)
-        rows = await self._outbox.pending(
-            self.peer_id or "", self.group_id, self._cursor, limit + len(self._sent)
-        )
-        sent = self._sent
-        out = [ev for ev in rows if ev.event_id not in sent]
-        if not out and rows:
-            self._cursor = rows[-1].event_id
-            return await self._next_batch(room)
-        return out[:limit]
+        return out
+
+    # ------------------------------------------------------------------ outbox read-ahead
+
+    def _read_ahead(self) -> None:
+        """Start reading the next outbox page if fewer than half a page are waiting."""
+        if self._reading is not None or self._dry or len(self._ahead) >= OUTBOX_PAGE // 2:
+            return
+        self._reading = self._loop.create_task(self._read_page(), name=f"outbox {self.key}")
+
+    def _restart_reading(self) -> None:
+        """Read the outbox again from its start (events older than what was read arrived)."""
+        self._rescan = False
+        self._dry = False
+        self._read_to = ""
+        self._read_gen += 1
+        self._ahead.clear()
+
+    async def _read_page(self) -> None:
+        gen, notified = self._read_gen, self._notified
+        try:
+            while True:
+                sent = self._sent
+                limit = OUTBOX_PAGE + len(sent)
+                rows = await self._outbox.pending(
+                    self.peer_id or "", self.group_id, self._read_to, limit
+                )
+                if gen != self._read_gen or self.finished:
+                    return
+                if rows:
+                    self._read_to = rows[-1].event_id
+                self._ahead.extend(ev for ev in rows if ev.event_id not in sent)
+                if len(rows) < limit:
+                    self._dry = notified == self._notified
+                    break
+                if self._ahead:
+                    break
+        except Exception as exc:  # e.g. a busy database: the pump retries on its next turn
+            self._log(f"{self.key}: outbox read failed ({exc})")
+        finally:
+            if self._reading is asyncio.current_task():
+                self._reading = None
+            self._more.set()
 
     def _finish(self, reason: str) -> None:
         first = not self.done.is_set()

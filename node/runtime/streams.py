@@ -84,6 +84,15 @@ class StreamRegistry:
             if not r.finished and r.peer_id == peer_id and r.group_id == group_id
         ]
 
+    def backlogged(self, peer_id: str, group_id: str, within: float) -> bool:
+        """Did ``peer_id`` send as fast as credit allowed on a live stream in ``group_id``
+        within the last ``within`` seconds (it was replaying a backlog to us)?"""
+        since = time.monotonic() - within
+        return any(
+            r.credit_bound_at is not None and r.credit_bound_at > since
+            for r in self.live(peer_id, group_id)
+        )
+
     def outbox_streaming(self, peer_id: str, group_id: str) -> bool:
         """Is a live stream draining ``peer_id``'s outbox for ``group_id``?"""
         return any(r.uses_outbox for r in self.live(peer_id, group_id))

@@ -208,6 +208,11 @@ class Ingest:
         group_id = batch.group_id
         outcomes = batch.outcomes
         relay: dict[str, list[str]] = {peer: [] for peer in relay_peers}
+        # New events go in with one statement per batch. One that shares its event_id or
+        # (author, seq) with an earlier one of the same batch must see it in the store,
+        # so what is pending goes in first (then the usual checks find it).
+        pending: list[StoredEvent] = []
+        pending_keys: set[object] = set()
         with store.transaction():
             for i, event_id, content_hash in batch.duplicates:
                 # Held when screen() looked, but perhaps only by a transaction that has
@@ -232,6 +237,10 @@ class Ingest:
                     hop=cand.hop,
                     provisional=cand.provisional,
                 )
+                seq_key = (ev.author, ev.seq)
+                if event_id in pending_keys or seq_key in pending_keys:
+                    store.insert_events(pending)
+                    pending, pending_keys = [], set()
                 held = store.match(group_id, event_id, ev.content_hash)
                 if held:
                     outcomes[cand.index] = Duplicate(event_id)
@@ -241,13 +250,17 @@ class Ingest:
                 elif store.seq_held(group_id, ev.author, ev.seq):
                     outcome = self._same_seq(stored)
                 else:
-                    store.insert_event(stored)
+                    pending.append(stored)
+                    pending_keys.add(event_id)
+                    pending_keys.add(seq_key)
                     outcome = Stored(event_id)
                 outcomes[cand.index] = outcome
                 if type(outcome) is Stored:
                     for peer, queued in relay.items():
                         if peer != cand.hop:
                             queued.append(event_id)
+            if pending:
+                store.insert_events(pending)
             for peer, queued in relay.items():
                 if queued:
                     store.outbox_add(peer, group_id, queued)

@@ -13,7 +13,7 @@ thread is the immutable :class:`~node.storage.summary.StoreSummary` it publishes
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -112,6 +112,10 @@ class Store(Protocol):
 
     def insert_event(self, ev: StoredEvent) -> bool:
         """Store a new event; False (nothing written) if its id is already held."""
+        ...
+
+    def insert_events(self, events: Sequence[StoredEvent]) -> int:
+        """Store many new events at once (ids already held are skipped); how many."""
         ...
 
     def replace_event(self, ev: StoredEvent) -> bool:

@@ -21,7 +21,12 @@ fails when upstream changes the behaviour we rely on or work around.
    17 µs per 16 KB frame) to keep 20 characters of it. We make the repr cheap without
    changing a single character of its output.
 
-Patches 1 and 2 apply only to servers whose Config has ``federation_h2 = True`` (our
+4. The federation server also advertises 256 KiB DATA frames (SETTINGS_MAX_FRAME_SIZE)
+   so a burst of EVENTs crosses hypercorn as one frame, and accepts them before the
+   peer's SETTINGS ACK: h2 sets its frame reader's limit before it reads a chunk, so an
+   ACK followed by a large frame in the same chunk was a FRAME_SIZE_ERROR.
+
+Patches 1, 2 and 4 apply only to servers whose Config has ``federation_h2 = True`` (our
 :class:`node.transport.serving.FederationConfig`), so other hypercorn users in the same
 process are unaffected. Patch 3 is global and output-preserving.
 """
@@ -45,6 +50,10 @@ from hypercorn.protocol.h2 import H2Protocol
 STREAM_WINDOW = 4 * 1024 * 1024
 CONNECTION_WINDOW = 16 * 1024 * 1024
 DEFAULT_WINDOW = 65_535
+# A burst of EVENTs after a CREDIT is ~100 KB. In 16 KiB DATA frames (the default) each
+# frame costs the receiver a turn of hypercorn's app queue, a feed of the session and a
+# WINDOW_UPDATE written back; 256 KiB frames make it one of each per burst.
+MAX_FRAME_SIZE = 256 * 1024
 
 # --------------------------------------------------------------------------- 1 + 2
 
@@ -98,9 +107,14 @@ class FederationH2Protocol(H2Protocol):
             self.streams = _Streams(_OrphanSink(self))
             values = dict(self.connection.local_settings.items())
             values[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE] = STREAM_WINDOW
+            values[h2.settings.SettingCodes.MAX_FRAME_SIZE] = MAX_FRAME_SIZE
             self.connection.local_settings = h2.settings.Settings(
                 client=False, initial_values=values
             )
+            # h2 applies a larger frame size once the peer ACKs our SETTINGS, but sets
+            # its frame reader's limit before it reads a chunk: an ACK and a large DATA
+            # frame in one chunk was FRAME_SIZE_ERROR. Accept them from the start.
+            self.connection.max_inbound_frame_size = MAX_FRAME_SIZE
 
     async def initiate(
         self, headers: list[tuple[bytes, bytes]] | None = None, settings: bytes | None = None
