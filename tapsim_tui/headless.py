@@ -15,6 +15,7 @@ import sys
 from node.runtime.config import NodeConfig
 from node.runtime.node import Node
 from node.runtime.seed_file import IdentityError
+from node.storage.errors import StoreFileError
 from node.transport.serving import PortInUse
 
 
@@ -55,6 +56,9 @@ def run_headless(config: NodeConfig) -> int:
         print(f"tapsim: error: {exc}", file=sys.stderr)
         return 1
     except IdentityError as exc:
+        print(f"tapsim: error: {exc}", file=sys.stderr)
+        return 1
+    except StoreFileError as exc:
         print(f"tapsim: error: {exc}", file=sys.stderr)
         return 1
     except sqlite3.Error as exc:

@@ -12,9 +12,10 @@ def describe_start_error(exc: BaseException) -> str:
     # Late: these pull in the node's runtime and transport, which `tapsim node` imports
     # only after its options were checked.
     from node.runtime.seed_file import IdentityError
+    from node.storage.errors import StoreFileError
     from node.transport.serving import PortInUse
 
-    if isinstance(exc, PortInUse):
+    if isinstance(exc, PortInUse | StoreFileError):
         return str(exc)
     if isinstance(exc, IdentityError):
         return str(exc)
