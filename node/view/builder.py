@@ -152,6 +152,7 @@ class SnapshotBuilder:
             frame_log=src.frame_log.entries() if src.frame_log is not None else (),
             counters=src.counters(),
             log_lines=tuple(src.log_lines())[-50:],
+            alerts=_alerts(store),
         )
 
     def _stream(self, runner: LiveStream, now: float, store: StoreSummary) -> StreamSnapshot:
@@ -271,4 +272,14 @@ def repair_snapshot(planner: RepairPlanner) -> RepairSnapshot:
 def _author_ranges(authors: dict[str, AuthorSummary]) -> tuple[AuthorRange, ...]:
     return tuple(
         AuthorRange(a, s.max_seq, s.contiguous_seq, s.count) for a, s in sorted(authors.items())
+    )
+
+
+def _alerts(store: StoreSummary) -> tuple[str, ...]:
+    """Node-level trouble the dashboard shows as a banner and ``status`` prints."""
+    if store.write_error is None:
+        return ()
+    return (
+        f"store cannot write: {store.write_error}. Nothing is acknowledged and credit is "
+        "withheld until it can; free space or fix the disk, and the node resumes by itself",
     )

@@ -175,3 +175,4 @@ class NodeSnapshot:
     frame_log: tuple[FrameLogEntry, ...] = ()  # the newest entries, oldest first
     counters: dict[str, int] = field(default_factory=dict)
     log_lines: tuple[str, ...] = ()  # notable events in words, newest last
+    alerts: tuple[str, ...] = ()  # node-level trouble, one line each, while it lasts
