@@ -28,7 +28,7 @@ async def test_100_concurrent_group_streams_on_one_connection(tmp_path):
     bob = await start_node(tmp_path, "bob", groups=groups, peers=[alice.url])
     try:
         await wait_until(
-            lambda: all(streams_up(bob, "alice", g) for g in groups), 30, "100 streams up"
+            lambda: all(streams_up(bob, "alice", g) for g in groups), 60, "100 streams up"
         )
         conn = await bob.peers.links[alice.url].client.connection()
         assert sum(1 for r in bob.streams if r.peer_id == "alice") == 100
@@ -48,7 +48,7 @@ async def test_100_concurrent_group_streams_on_one_connection(tmp_path):
         assert await bob.peers.links[alice.url].client.connection() is conn
         assert alice.counters.streams_accepted == before == 100
         await wait_until(
-            lambda: all(bob.store.outbox_count("alice", g) == 0 for g in groups), 30, "acked"
+            lambda: all(bob.store.outbox_count("alice", g) == 0 for g in groups), 60, "acked"
         )
     finally:
         await bob.stop()
