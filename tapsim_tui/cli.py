@@ -1,46 +1,128 @@
-"""The `tapsim` command: the dashboard over one node, the demo, and the headless node.
+"""The `tapsim` command: the dashboard over one node, and its subcommands.
 
-Its flags and the config file are read and checked in ``tapsim_tui.settings``. Textual
-is imported only by the subcommands that show a dashboard, so `tapsim node` starts fast
-and runs where no terminal UI is wanted.
+``SUBCOMMANDS`` is the one registry of subcommands: each entry names its help, whether it
+takes the node options, its own flags and the function that runs it; the parser
+(``settings.options.build_parser``) is built from it. Flags and the config file are read
+and checked in ``tapsim_tui.settings``. Textual is imported only by the subcommands that
+show a dashboard, so `tapsim node` starts fast and runs where no terminal UI is wanted.
+
+Exit status: 0 ok, 1 runtime failure (a node that cannot start), 2 usage or config error.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
 from tapsim_tui.settings import (
+    EXIT_USAGE,
     PROG,
     ConfigError,
-    build_parser,
+    ConfigSource,
+    Subcommand,
+    add_demo_arguments,
     check_demo_options,
+    checked_keymap,
+    node_config,
     node_config_from_args,
+    read_config,
 )
+from tapsim_tui.settings import build_parser as _build_parser
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main", "node_config_from_args"]
+
+
+def _run_dashboard(args: argparse.Namespace) -> int:
+    from tapsim_tui.launch import run_single
+
+    return run_single(args)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    check_demo_options(args)
+    source = read_config(args)  # checked whole; the demo uses its [keymap]
+    from tapsim_tui.launch import run_demo
+
+    return run_demo(nodes=args.nodes, rate=args.rate, source=source)
+
+
+def _check_keymap(source: ConfigSource) -> None:
+    """The [keymap] checked against the dashboard's bindings even where no dashboard runs,
+    so one file is judged the same by every command (Textual is imported only for it)."""
+    if "keymap" in source.data:
+        from tapsim_tui.app import binding_defaults
+
+        checked_keymap(source, binding_defaults())
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    source = read_config(args)
+    config = node_config(args, source)  # bad input fails before the slow imports
+    _check_keymap(source)
+    from tapsim_tui.headless import run_headless
+
+    return run_headless(config)
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    from tapsim_tui.app import binding_defaults
+    from tapsim_tui.settings import node_config_from, node_settings
+    from tapsim_tui.settings.show import effective_config
+
+    source = read_config(args)
+    given = node_settings(args, source)
+    node_config_from(given)  # the same checks as a start: what is shown would start
+    print(effective_config(source, given, checked_keymap(source, binding_defaults())))
+    return 0
+
+
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand(
+        "demo",
+        summary="2-6 nodes federating on loopback, with the dashboard",
+        description="Start --nodes nodes (alice, bob, carol, … in turn) on free loopback "
+        "ports with throwaway data dirs, federating in g!demo with a modest stream of test "
+        "events, and show the dashboard over them. The config file's [keymap] applies.",
+        run=_run_demo,
+        node_options=False,
+        refuse_node_options="the demo starts its own nodes (use it without node options)",
+        add_arguments=add_demo_arguments,
+    ),
+    Subcommand(
+        "node",
+        summary="run a node without the dashboard (a service)",
+        description="Run a federation node headless, with the same config file and flags "
+        "as the dashboard. Prints 'listening on URL' when ready and one line per notable "
+        "event; stops cleanly on SIGINT/SIGTERM.",
+        run=_run_node,
+    ),
+    Subcommand(
+        "config",
+        summary="print the effective configuration and where each value came from",
+        description="Read the config file and the flags as the dashboard and 'tapsim node' "
+        "would, check them, and print the effective configuration as TOML, each value "
+        "with its source (flag, config file or default). Passphrases are not shown.",
+        run=_run_config,
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return _build_parser(SUBCOMMANDS)
 
 
 def _fail(message: str) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 2
+    return EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    commands = {c.name: c for c in SUBCOMMANDS}
+    run = commands[args.command].run if args.command else _run_dashboard
     try:
-        if args.command == "node":
-            config = node_config_from_args(args)  # bad input fails before the slow imports
-            from tapsim_tui.headless import run_headless
-
-            return run_headless(config)
-        if args.command == "demo":
-            check_demo_options(args)
-            from tapsim_tui.launch import run_demo
-
-            return run_demo(nodes=args.nodes, rate=args.rate)
-        from tapsim_tui.launch import run_single
-
-        return run_single(args)
+        return run(args)
     except ConfigError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:

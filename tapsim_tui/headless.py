@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 import sys
 
 from node.runtime.config import NodeConfig
 from node.runtime.node import Node
-from node.runtime.seed_file import IdentityError
-from node.storage.errors import StoreFileError
-from node.transport.serving import PortInUse
+from tapsim_tui.settings.start_errors import describe_start_error
 
 
 def _say(line: str) -> None:
@@ -50,29 +47,10 @@ async def serve(config: NodeConfig) -> None:
 
 
 def run_headless(config: NodeConfig) -> int:
+    """Run until a signal: 0 after a clean stop, 1 (and one line) if the node cannot start."""
     try:
         asyncio.run(serve(config))
-    except PortInUse as exc:
-        print(f"tapsim: error: {exc}", file=sys.stderr)
-        return 1
-    except IdentityError as exc:
-        print(f"tapsim: error: {exc}", file=sys.stderr)
-        return 1
-    except StoreFileError as exc:
-        print(f"tapsim: error: {exc}", file=sys.stderr)
-        return 1
-    except sqlite3.Error as exc:
-        # A directory or a foreign file where the event store should be.
-        store = config.data_dir / "events.sqlite3"
-        print(f"tapsim: error: cannot open the event store {store}: {exc}", file=sys.stderr)
-        return 1
-    except PermissionError as exc:
-        print(f"tapsim: error: cannot use {exc.filename}: permission denied", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(
-            f"tapsim: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-            file=sys.stderr,
-        )
+    except Exception as exc:  # the node's start errors, in words (settings.start_errors)
+        print(f"tapsim: error: {describe_start_error(exc, config)}", file=sys.stderr)
         return 1
     return 0

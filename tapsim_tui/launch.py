@@ -23,7 +23,12 @@ from node.runtime.config import NodeConfig, PeerConfig
 from node.view.commands import PublishEvent
 from tapsim_tui.e2e import GroupCipher
 from tapsim_tui.nodeprocess import NodeProcess
-from tapsim_tui.settings import NodeStartError, dashboard_settings
+from tapsim_tui.settings import (
+    ConfigSource,
+    NodeStartError,
+    checked_keymap,
+    dashboard_settings,
+)
 
 DEMO_GROUP = "g!demo"
 DEMO_PASSPHRASE = "correct horse battery staple"
@@ -127,19 +132,20 @@ def launch_demo_nodes(root: Path, count: int) -> list[NodeProcess]:
     return handles
 
 
-def run_demo(*, nodes: int, rate: float) -> int:
+def run_demo(*, nodes: int, rate: float, source: ConfigSource | None = None) -> int:
     """The dashboard paints at once; the nodes finish starting behind it.
 
     Their processes start in parallel with the UI (each imports the node afresh), and the
     screen shows each node as soon as its first snapshot arrives. A node that cannot
     start closes the dashboard with the reason.
     """
-    from tapsim_tui.app import TapsimApp
+    from tapsim_tui.app import TapsimApp, binding_defaults
 
+    keymap = checked_keymap(source, binding_defaults()) if source is not None else {}
     root = Path(tempfile.mkdtemp(prefix="tapsim-demo-"))
     handles = launch_demo_nodes(root, nodes)
     failure: list[str] = []
-    app = TapsimApp(handles, passphrases={DEMO_GROUP: DEMO_PASSPHRASE})
+    app = TapsimApp(handles, passphrases={DEMO_GROUP: DEMO_PASSPHRASE}, keymap=keymap)
     traffic = DemoTraffic(handles, rate, GroupCipher.from_passphrase(DEMO_GROUP, DEMO_PASSPHRASE))
 
     def wait_for_nodes() -> None:

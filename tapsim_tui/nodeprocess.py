@@ -188,7 +188,7 @@ async def _serve(config: NodeConfig, conn: Connection, record_frames: bool) -> N
     try:
         await node.start()
     except BaseException as exc:  # reported to the dashboard, in words
-        _reply(conn, StartFailed(describe_start_error(exc)))
+        _reply(conn, StartFailed(describe_start_error(exc, config)))
         with contextlib.suppress(Exception):
             await node.stop()
         return

@@ -16,6 +16,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -34,9 +36,13 @@ def tapsim_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "tapsim_tui.cli"]
 
 
+_EMPTY_CONFIG_HOME = Path(tempfile.mkdtemp(prefix="tapsim-test-xdg-"))
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
+    env["XDG_CONFIG_HOME"] = str(_EMPTY_CONFIG_HOME)  # never the machine's own config.toml
     env.pop("PYTHONWARNINGS", None)
     return env
 
@@ -53,9 +59,10 @@ class NodeProcess:
         self._stderr = asyncio.create_task(proc.stderr.read())  # type: ignore[union-attr]
 
     @classmethod
-    async def start(cls, *args: str) -> NodeProcess:
+    async def start(cls, *args: str, before: Sequence[str] = ()) -> NodeProcess:
+        """`tapsim BEFORE… node ARGS…`."""
         proc = await asyncio.create_subprocess_exec(
-            *tapsim_command(), "node", *args,
+            *tapsim_command(), *before, "node", *args,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             stdin=asyncio.subprocess.DEVNULL, env=_env(),
         )  # fmt: skip
@@ -178,12 +185,12 @@ BAD_ARGUMENTS = [
     (["--group", "g!a/b"], "bad group id"),
     (["--server-id", "not ok"], "bad server id"),
     (["--ping-interval", "0.5"], "--ping-interval"),
-    (["--ping-interval", "abc"], "--ping-interval"),
-    (["--tls-cert", "{pem}"], "--tls-cert and --tls-key go together"),
-    (["--tls-key", "{pem}"], "--tls-cert and --tls-key go together"),
+    (["--ping-interval", "abc"], "--ping-interval: 'abc' is not a number of seconds"),
+    (["--tls-cert", "{pem}"], "--tls-cert: --tls-key is missing: a certificate and its key go"),
+    (["--tls-key", "{pem}"], "--tls-key: --tls-cert is missing: a certificate and its key go"),
     (["--tls-cert", "/nonexistent/c.pem", "--tls-key", "{pem}"], "no such file"),
     (["--tls-ca", "/nonexistent/ca.pem"], "no such file"),
-    (["--tls-ca", "{pem}"], "--tls-ca"),
+    (["--tls-ca", "{pem}"], "--tls-ca: {pem}: not a PEM certificate file"),
     (["--no-such-option"], "unrecognized arguments"),
 ]
 
@@ -207,7 +214,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path, pem):
         result = subprocess.CompletedProcess(full, proc.returncode, stdout, stderr)
         assert proc.returncode == 2, result
         assert stdout == "", result
-        assert_one_line_error(result, fragment)
+        assert_one_line_error(result, fragment.replace("{pem}", str(pem)))
     assert not (tmp_path / "data").exists()  # nothing was started
 
 
@@ -223,16 +230,24 @@ def test_busy_port(tmp_path):
     assert "listening on" not in out.stdout
 
 
-@pytest.mark.parametrize("case", ["file-as-dir", "file-as-parent", "dir-as-key", "dir-as-store"])
+@pytest.mark.parametrize(
+    "case", ["file-as-dir", "file-as-parent", "dir-as-key", "dir-as-store", "garbage-store"]
+)
 def test_unusable_data_dir(tmp_path, case):
     """Tests run as root, so mode bits would not deny access: put things in the way."""
     in_the_way = tmp_path / "in-the-way"
     if case == "file-as-dir":
         in_the_way.write_text("a file, not a directory")
-        data_dir, fragment = in_the_way, str(in_the_way)
+        data_dir, fragment = in_the_way, f"data dir {in_the_way} is a file, not a directory"
     elif case == "file-as-parent":
         in_the_way.write_text("a file, not a directory")
-        data_dir, fragment = in_the_way / "sub", str(in_the_way)
+        data_dir = in_the_way / "sub"
+        fragment = f"data dir {data_dir}: {in_the_way} is a file, not a directory"
+    elif case == "garbage-store":
+        data_dir = tmp_path / "data"
+        data_dir.mkdir()
+        (data_dir / "events.sqlite3").write_bytes(b"not a database, " * 64)
+        fragment = str(data_dir / "events.sqlite3")
     elif case == "dir-as-key":
         data_dir = tmp_path / "data"
         (data_dir / "identity.key").mkdir(parents=True)
@@ -302,3 +317,94 @@ async def test_two_node_processes_federate_then_stop_cleanly(tmp_path):
     assert (code_a, code_b) == (0, 0), (err_a, err_b)
     assert "Traceback" not in err_a + err_b, (err_a, err_b)
     assert err_a.strip() == "" and err_b.strip() == "", (err_a, err_b)
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_version():
+    out = run_tapsim("--version")
+    assert out.returncode == 0 and out.stderr == ""
+    assert re.fullmatch(r"tapsim \d+\.\d+\.\d+\S*\n", out.stdout), out.stdout
+
+
+def test_help_says_what_no_command_does_and_lists_the_config_file():
+    out = run_tapsim("--help")
+    assert out.returncode == 0 and out.stderr == ""
+    text = " ".join(out.stdout.split())
+    assert "With no command, it opens the dashboard over one node" in text
+    assert str(_EMPTY_CONFIG_HOME / "tapsim" / "config.toml") in text
+    for words in ("listen =", "server_id =", "peers =", "groups =", "[passphrases]", "[keymap]"):
+        assert words in out.stdout, words
+    assert "exit status: 0 ok, 1 runtime failure, 2 usage or config error" in text
+
+
+def test_demo_help_follows_nodes():
+    out = run_tapsim("demo", "--help")
+    text = " ".join(out.stdout.split())
+    assert out.returncode == 0 and "Start --nodes nodes (alice, bob, carol, … in turn)" in text
+
+
+CONFIG_ERRORS = [
+    ('group = ["g!team"]\n', "unknown key 'group'; did you mean 'groups'?"),
+    ('peer = ["http://a"]\n', "unknown key 'peer'; did you mean 'peers'?"),
+    ('[passphrase]\n"g!team" = "pw"\n', "unknown table [passphrase]; did you mean [passphrases]?"),
+    ('"g!team" = 5\n', "unknown key 'g!team'; a group's passphrase goes in the [passphrases]"),
+    ('tls_cert = "{pem}"\n', "tls_cert: tls_key is missing: a certificate and its key go together"),
+]
+
+
+def test_config_errors_name_the_file_and_key_with_status_2(tmp_path, pem):
+    procs = []
+    for i, (text, words) in enumerate(CONFIG_ERRORS):
+        path = tmp_path / f"config{i}.toml"
+        path.write_text(text.replace("{pem}", str(pem)))
+        full = [*tapsim_command(), "node", "--config", str(path), "--listen", "127.0.0.1:0",
+                "--data-dir", str(tmp_path / "data")]  # fmt: skip
+        proc = subprocess.Popen(
+            full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            text=True, env=_env(),
+        )  # fmt: skip
+        procs.append((proc, full, f"{path}: {words}"))
+    for proc, full, words in procs:
+        stdout, stderr = proc.communicate(timeout=WAIT)
+        result = subprocess.CompletedProcess(full, proc.returncode, stdout, stderr)
+        assert proc.returncode == 2, result
+        assert_one_line_error(result, words)
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--peer", "foo", "node"], "--peer: bad peer URL 'foo'"),
+        (["--peer", "http://a", "demo"], "--peer does not apply to 'tapsim demo'"),
+        (["--nodes", "4", "demo"], "--nodes is an option of 'tapsim demo'"),
+        (["node", "--config", "/nonexistent/tapsim.toml"], "--config /nonexistent/tapsim.toml"),
+    ],
+)
+def test_options_are_used_or_refused_never_dropped(args, words):
+    out = run_tapsim(*args)
+    assert out.returncode == 2, out
+    assert_one_line_error(out, words)
+
+
+async def test_node_reads_the_config_file_and_options_before_the_subcommand(tmp_path):
+    """A service (`tapsim node`) and the dashboard read the same file: server_id from it,
+    --listen given before the subcommand."""
+    path = tmp_path / "config.toml"
+    path.write_text('server_id = "carol"\ngroups = ["g!cfg"]\ndata_dir = "data"\n')
+    node = await NodeProcess.start(
+        "--ping-interval", "7", before=["--config", str(path), "--listen", "127.0.0.1:0"]
+    )
+    try:
+        async with FederationClient(node.url) as client:
+            r = await asyncio.wait_for(client.request("GET", f"{P}/caps"), WAIT)
+        caps = orjson.loads(r.body)
+        code, stderr = await node.stop()
+    finally:
+        await node.kill()
+    assert caps["server_id"] == "carol" and caps["supported_groups"] == ["g!cfg"]
+    assert caps["limits"]["ping_interval_ms"] == 7000
+    assert (tmp_path / "data" / "identity.key").is_file()  # relative to the config file
+    assert code == 0, stderr

@@ -258,6 +258,13 @@ class KeyStore:
             self.on_provisional_replaced(old, new)
         return update
 
+    def forget(self, server_id: str) -> bool:
+        """An operator forgot this peer: drop its pin (a key seen later at that id is
+        pinned afresh, on first use) and its place in a closed federation's list."""
+        self._allowed.discard(server_id)
+        self._keys.pop(server_id, None)
+        return self._pins.pop(server_id, None) is not None
+
     def _set(self, pin: Pin) -> None:
         self._pins[pin.server_id] = pin
         self._keys[pin.server_id] = (pin.doc.key_id, pin.doc.public_key)

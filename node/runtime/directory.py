@@ -47,6 +47,15 @@ class PeerDirectory:
     def add(self, peer: PeerConfig) -> None:
         self.configs.append(peer)
 
+    def remove(self, url: str) -> str | None:
+        """Forget a configured peer; returns the server id known at its URL, if any."""
+        self.configs = [p for p in self.configs if p.url != url]
+        return self.ids.pop(url, None)
+
+    def url_of_id(self, server_id: str) -> str | None:
+        """The configured URL at which ``server_id`` answered, if any."""
+        return next((url for url, sid in self.ids.items() if sid == server_id), None)
+
     def learned(self, url: str, server_id: str) -> None:
         """A configured peer's server id, from its caps: from now on (and after a restart,
         before it is reachable again) the events we store are queued in its outbox."""

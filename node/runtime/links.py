@@ -113,20 +113,7 @@ class PeerLink:
             event.set()
 
     async def learn_server_id(self) -> str:
-        try:
-            async with asyncio.timeout(CAPS_TIMEOUT):
-                response = await self.client.request("GET", f"{PREFIX}/caps")
-        except TimeoutError:
-            raise TransportError(self.url, f"GET /caps: no answer in {CAPS_TIMEOUT:g} s") from None
-        if response.status != 200:
-            raise TransportError(self.url, f"GET /caps answered {response.status}")
-        try:
-            caps = orjson.loads(response.body)
-            server_id = caps["server_id"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise TransportError(self.url, "GET /caps did not return a caps document") from None
-        if not is_server_id(server_id):
-            raise TransportError(self.url, f"caps names an invalid server id {server_id!r}")
+        server_id = await server_id_at(self.client, self.url)
         if server_id == self._ports.server_id:
             raise TransportError(self.url, "that URL is this node itself")
         self.server_id = server_id
@@ -232,6 +219,25 @@ class PeerLink:
             runner.abort("connection lost")
 
 
+async def server_id_at(client, url: str) -> str:
+    """The server id a peer's ``GET /caps`` names at ``url``."""
+    try:
+        async with asyncio.timeout(CAPS_TIMEOUT):
+            response = await client.request("GET", f"{PREFIX}/caps")
+    except TimeoutError:
+        raise TransportError(url, f"GET /caps: no answer in {CAPS_TIMEOUT:g} s") from None
+    if response.status != 200:
+        raise TransportError(url, f"GET /caps answered {response.status}")
+    try:
+        caps = orjson.loads(response.body)
+        server_id = caps["server_id"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise TransportError(url, "GET /caps did not return a caps document") from None
+    if not is_server_id(server_id):
+        raise TransportError(url, f"caps names an invalid server id {server_id!r}")
+    return server_id
+
+
 def _error_text(body: bytes) -> str:
     """The code and message of an ERROR frame body, or a hint that there was none."""
     line = body.split(b"\n", 1)[0]
@@ -255,6 +261,14 @@ class PeerManager:
             link = self.links[config.url] = PeerLink(self._ports, config)
             link.start()
         return link
+
+    async def remove(self, url: str) -> bool:
+        """Stop the link to a forgotten peer (its streams end with SHUTDOWN)."""
+        link = self.links.pop(url, None)
+        if link is None:
+            return False
+        await link.stop()
+        return True
 
     def peer_connected(self, peer_id: str) -> None:
         for link in self.links.values():

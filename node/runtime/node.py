@@ -30,7 +30,7 @@ from node.runtime.directory import PeerDirectory
 from node.runtime.faults import FaultBoard
 from node.runtime.federation import FederationApi, FederationPorts
 from node.runtime.keyfetch import KeyFetcher
-from node.runtime.links import LinkPorts, PeerManager
+from node.runtime.links import LinkPorts, PeerManager, server_id_at
 from node.runtime.outbox import Outbox
 from node.runtime.publisher import Publisher
 from node.runtime.repair import RepairPorts
@@ -48,10 +48,11 @@ from node.storage.ingest_queue import IngestQueue
 from node.storage.provisional import recheck_provisional
 from node.storage.store import Store
 from node.storage.store_thread import StoreThread
+from node.transport.client import TransportError
 from node.transport.server import FederationApp
 from node.transport.serving import RunningServer, start_server
 from node.view.builder import SnapshotBuilder, SnapshotSources
-from node.view.commands import AddPeer, Command, PublishEvent, Repair, SetFault
+from node.view.commands import AddPeer, Command, ForgetPeer, PublishEvent, Repair, SetFault
 from node.view.framelog import FrameLog
 from node.view.snapshot import Fault, NodeSnapshot, PeerConfigSnapshot
 
@@ -101,6 +102,7 @@ class Node:
         self._started = False
         self._stopping = False
         self._renewal: asyncio.TimerHandle | None = None
+        self._commands: set[asyncio.Task] = set()  # dashboard commands that await
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -319,11 +321,69 @@ class Node:
                 self.repairs.request(peer, group)
             case AddPeer(url=url, groups=groups):
                 try:
-                    self.add_peer(PeerConfig(parse_peer_url(url), tuple(groups)))
+                    peer = PeerConfig(parse_peer_url(url), tuple(groups))
                 except ConfigError as exc:
                     self.log(f"peer not added: {exc}")
+                else:
+                    self._in_background(self.add_peer_checked(peer))
+            case ForgetPeer(url=url, drop_outbox_and_pin=drop):
+                self._in_background(self.forget_peer(url, drop=drop))
             case SetFault(stream_key=key, fault=fault, enabled=enabled):
                 self.faults.set(StreamKey.parse(key), Fault(fault), enabled)
+
+    def _in_background(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
+
+    async def add_peer_checked(self, peer: PeerConfig) -> bool:
+        """Add a peer unless it is one already: the same URL, or another URL at which a
+        server we already federate with answers (its caps name a known server id). An
+        unreachable URL is added (and retried) after saying so."""
+        if self.directory.configured(peer.url):
+            self.log(f"peer not added: {peer.url} is already a peer")
+            return False
+        try:
+            server_id = await server_id_at(self.clients.for_url(peer.url), peer.url)
+        except TransportError as exc:
+            self.log(f"{peer.url} did not answer ({exc.args[-1]}); adding it anyway")
+            server_id = None
+        if server_id == self.server_id:
+            self.log(f"peer not added: {peer.url} is this node itself")
+            return False
+        if server_id is not None:
+            known = self.directory.url_of_id(server_id) or next(
+                (r.peer_url or "an inbound stream" for r in self.streams
+                 if r.peer_id == server_id), None,
+            )  # fmt: skip
+            if known is not None:
+                self.log(f"peer not added: {peer.url} is {server_id}, already a peer ({known})")
+                return False
+        if self.directory.configured(peer.url):  # added meanwhile
+            return False
+        self.add_peer(peer)
+        return True
+
+    async def forget_peer(self, url: str, *, drop: bool = False) -> bool:
+        """Stop federating with a configured peer; with ``drop``, delete its outbox and
+        its pin too. A peer of the config file comes back at the next start."""
+        if not self.directory.configured(url):
+            self.log(f"{url} is not a peer")
+            return False
+        groups = next(p.groups for p in self.directory.configs if p.url == url)
+        server_id = self.directory.remove(url)
+        await self.peers.remove(url)
+        what = f"peer forgotten: {url}" + (f" ({server_id})" if server_id else "")
+        if drop and server_id is not None:
+            groups = groups or await self.store_thread.run(self.store.groups)
+            dropped = await self._outbox.drop(server_id, groups)
+            if self.keystore.forget(server_id):
+                self.store_thread.submit(self.store.delete_pin, server_id)
+            what += f"; its outbox ({dropped} events) and pin dropped"
+        elif server_id is not None:
+            what += "; its outbox and pin kept"
+        self.log(what)
+        return True
 
     def add_peer(self, peer: PeerConfig) -> None:
         if self.directory.configured(peer.url):

@@ -72,3 +72,15 @@ class Outbox:
             # harmless: receivers deduplicate).
             self.acknowledged(key[0], key[1], ids)
             self._log(f"{key[0]} {key[1]}: outbox removal failed ({exc}); will retry")
+
+    async def drop(self, peer_id: str, groups: Iterable[str]) -> int:
+        """Delete everything queued for a forgotten peer; returns how many events."""
+
+        def drop_all() -> int:
+            dropped = 0
+            for group in groups:
+                while rows := self._store.outbox_pending(peer_id, group, "", 1000):
+                    dropped += self._store.outbox_remove(peer_id, group, [r.event_id for r in rows])
+            return dropped
+
+        return await self._thread.run(drop_all)

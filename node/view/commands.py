@@ -33,6 +33,16 @@ class AddPeer:
 
 
 @dataclass(frozen=True, slots=True)
+class ForgetPeer:
+    """Stop federating with the peer at this URL for the rest of the run. With
+    ``drop_outbox_and_pin``, also delete the events queued for it and its key pin (kept
+    by default: adding it again resumes where it stopped)."""
+
+    url: str
+    drop_outbox_and_pin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SetFault:
     """Switch a demo fault (node.snapshot.FAULT_*) on or off for one stream key."""
 
@@ -41,4 +51,4 @@ class SetFault:
     enabled: bool
 
 
-Command = PublishEvent | Repair | AddPeer | SetFault
+Command = PublishEvent | Repair | AddPeer | ForgetPeer | SetFault

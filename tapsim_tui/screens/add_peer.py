@@ -20,14 +20,17 @@ from node.runtime.config import ConfigError, parse_peer_url
 from node.view.commands import AddPeer
 
 
-def check_peer(url: str, groups_text: str) -> AddPeer | str:
-    """The command to submit, or what is wrong with the input, in words."""
+def check_peer(url: str, groups_text: str, known: Sequence[str] = ()) -> AddPeer | str:
+    """The command to submit, or what is wrong with the input, in words. ``known``: the
+    node's peer URLs (the node itself also refuses another URL of a known server)."""
     if not url.strip():
-        return "enter the peer's URL, e.g. http://192.168.1.20:8448"
+        return "enter the peer's URL, e.g. http://192.168.1.20:8448 (port 8448 if omitted)"
     try:
         url = parse_peer_url(url)
     except ConfigError as exc:
         return str(exc)
+    if url in known:
+        return f"{url} is already a peer"
     groups = tuple(g.strip() for g in groups_text.replace(" ", ",").split(",") if g.strip())
     if not groups:
         return "enter at least one group, e.g. g!demo"
@@ -42,14 +45,17 @@ class AddPeerScreen(ModalScreen[AddPeer | None]):
         Binding("escape", "cancel", "Cancel", id="modal_cancel")
     ]
 
-    def __init__(self, groups: Sequence[str] = ()) -> None:
+    def __init__(self, groups: Sequence[str] = (), known: Sequence[str] = ()) -> None:
         super().__init__()
         self._groups = ",".join(groups)
+        self._known = tuple(known)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog"):
             yield Label("Add a peer", classes="dialog-title")
-            yield Label("URL of the peer's federation endpoint (scheme://host[:port])")
+            yield Label(
+                "URL of the peer's federation endpoint: http(s)://host[:port], port 8448 if omitted"
+            )
             yield Input(placeholder="http://192.168.1.20:8448", id="url")
             yield Label("groups to federate with it (comma-separated)")
             yield Input(value=self._groups, placeholder="g!demo", id="groups")
@@ -78,7 +84,9 @@ class AddPeerScreen(ModalScreen[AddPeer | None]):
 
     def _try_submit(self) -> None:
         result = check_peer(
-            self.query_one("#url", Input).value, self.query_one("#groups", Input).value
+            self.query_one("#url", Input).value,
+            self.query_one("#groups", Input).value,
+            self._known,
         )
         if isinstance(result, str):
             self.query_one("#error", Label).update(f"✗ {result}")

@@ -20,10 +20,11 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer
 
 from node.view import snapshot as snap
-from node.view.commands import AddPeer, Command, PublishEvent, Repair, SetFault
+from node.view.commands import AddPeer, Command, ForgetPeer, PublishEvent, Repair, SetFault
 from node.view.snapshot import NodeSnapshot, StreamSnapshot
 from tapsim_tui.screens.add_peer import AddPeerScreen
 from tapsim_tui.screens.filter import FilterScreen
+from tapsim_tui.screens.forget_peer import ForgetPeerScreen
 from widgets.detail_pane import DetailPane, DetailView
 from widgets.fault_badges import FaultBadges
 from widgets.frame_log import FrameFilter, FrameLog
@@ -50,6 +51,7 @@ MAIN_BINDINGS = [
     Binding("r", "repair", "Repair selected peer/group", id="repair", group=_REPAIR),
     Binding("R", "repair_all", "Repair all", id="repair_all", group=_REPAIR),
     Binding("a", "add_peer", "Add peer", id="add_peer"),
+    Binding("d", "forget_peer", "Forget a peer", id="forget_peer", show=False),
     Binding("p", "pause", "Pause", id="pause"),
     Binding("f", "filter", "Filter", id="filter"),
     Binding("z", "zoom", "Zoom the focused pane", id="zoom", group=_VIEW),
@@ -339,12 +341,26 @@ class MainScreen(Screen):
         groups: tuple[str, ...] = ()
         if self.snapshot is not None:
             groups = tuple(g.group_id for g in self.snapshot.groups)
-        self.app.push_screen(AddPeerScreen(groups), self._peer_added)
+        known = tuple(p.url for p in self.snapshot.peers) if self.snapshot is not None else ()
+        self.app.push_screen(AddPeerScreen(groups, known), self._peer_added)
 
     def _peer_added(self, command: AddPeer | None) -> None:
         if command is not None:
             self.submit(command)
-            self.notify(f"Peer {command.url} added for {', '.join(command.groups)}.")
+            self.notify(f"Adding peer {command.url} for {', '.join(command.groups)}.")
+
+    def action_forget_peer(self) -> None:
+        peers = self.snapshot.peers if self.snapshot is not None else ()
+        if not peers:
+            self.notify("This node has no peer to forget.", severity="warning")
+            return
+        self.app.push_screen(ForgetPeerScreen(peers), self._peer_forgotten)
+
+    def _peer_forgotten(self, command: ForgetPeer | None) -> None:
+        if command is not None:
+            self.submit(command)
+            what = "; its outbox and pin dropped" if command.drop_outbox_and_pin else ""
+            self.notify(f"Peer {command.url} forgotten{what}.")
 
     def action_pause(self) -> None:
         log = self._log

@@ -15,6 +15,7 @@ Config shape (TOML)::
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 
@@ -52,12 +53,17 @@ def validate_keymap(
     result: dict[str, str] = {}
     for binding_id, value in keymap.items():
         if binding_id not in known:
+            meant = difflib.get_close_matches(binding_id, known, n=1, cutoff=0.6)
+            hint = f"did you mean {meant[0]!r}? " if meant else ""
             raise KeymapError(
-                f"unknown binding id {binding_id!r} in keymap; "
-                f"known ids: {', '.join(sorted(known))}"
+                f"unknown binding id {binding_id!r} in [keymap]; "
+                f"{hint}known ids: {', '.join(sorted(known))}"
             )
         if not isinstance(value, str):
-            raise KeymapError(f"keymap.{binding_id} must be a string of keys, not {value!r}")
+            raise KeymapError(
+                f'[keymap] {binding_id} must be a string of keys, e.g. {binding_id} = "x", '
+                f"not {value!r}"
+            )
         result[binding_id] = ",".join(parse_keys(value))
     if defaults is not None:
         effective = {**defaults, **result}
