@@ -125,4 +125,4 @@ class ChaosProxy:
                 task.cancel()
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 5)
+                await asyncio.wait_for(self._server.wait_closed(), 30)

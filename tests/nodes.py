@@ -15,6 +15,11 @@ from pathlib import Path
 from node.runtime.config import NodeConfig, PeerConfig
 from node.runtime.node import Node
 
+# How long a test waits for a condition before it fails. Generous on purpose: the suite
+# runs on shared machines where another process may keep a core busy, and a wait that
+# ends as soon as its condition holds costs nothing when the machine is fast.
+WAIT = 60.0
+
 
 def node_config(tmp: Path, name: str, *, groups=("g!test",), peers=(), **kw) -> NodeConfig:
     return NodeConfig(
@@ -34,7 +39,7 @@ async def start_node(tmp: Path, name: str, *, record_frames: bool = False, **kw)
     return node
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

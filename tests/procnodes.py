@@ -81,7 +81,7 @@ class ProcNode:
             cmd.append("--closed")
         return cmd + list(self.extra)
 
-    async def start(self, timeout: float = 30.0) -> str:
+    async def start(self, timeout: float = 60.0) -> str:
         """Start (or restart, on the same port once one is known) and wait until it listens."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -146,7 +146,7 @@ class ProcNode:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
-    async def stop(self, timeout: float = 20.0) -> int:
+    async def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM and wait for a clean exit; returns the exit status."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0

@@ -20,6 +20,7 @@ from node.protocol.frames import Frame, encode_frame
 from node.protocol.identity import Identity
 from node.protocol.ids import format_rfc3339
 from node.transport.client import ClientStream, FederationClient
+from tests.nodes import WAIT
 
 FRAME_MEDIA = 'application/x-ndjson; profile="_taps.v1.frames"'
 CT = [("content-type", FRAME_MEDIA)]
@@ -129,7 +130,7 @@ class RawStream:
 
     # ------------------------------------------------------------------ reading
 
-    async def wait_for(self, predicate, timeout: float = 15.0) -> dict:
+    async def wait_for(self, predicate, timeout: float = WAIT) -> dict:
         """The first frame read that satisfies ``predicate`` (waits for it)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -142,13 +143,13 @@ class RawStream:
                 raise AssertionError(f"timed out; frames read: {self.types()}")
             await asyncio.sleep(0.01)
 
-    async def wait_type(self, ftype: str, timeout: float = 15.0) -> dict:
+    async def wait_type(self, ftype: str, timeout: float = WAIT) -> dict:
         return await self.wait_for(lambda f: f.get("type") == ftype, timeout)
 
-    async def error_frame(self, timeout: float = 15.0) -> dict:
+    async def error_frame(self, timeout: float = WAIT) -> dict:
         return (await self.wait_type("ERROR", timeout))["payload"]
 
-    async def wait_end(self, timeout: float = 15.0) -> None:
+    async def wait_end(self, timeout: float = WAIT) -> None:
         deadline = time.monotonic() + timeout
         while not self.ended:
             if time.monotonic() > deadline:

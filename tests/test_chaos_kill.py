@@ -48,7 +48,7 @@ async def test_sigkill_receiver_mid_burst_then_replay_from_the_outbox(tmp_path):
     bob = ProcNode(tmp_path, "bob")
     await bob.start()
     alice = await start_node(tmp_path, "alice", peers=[bob.url])
-    client = FederationClient(bob.url, connect_timeout=5)
+    client = FederationClient(bob.url, connect_timeout=30)
     try:
         await wait_until(lambda: streams_up(alice, "bob"), what="alice → bob up")
 
@@ -82,7 +82,7 @@ async def test_sigkill_receiver_mid_burst_then_replay_from_the_outbox(tmp_path):
         await publisher
 
         await bob.start()  # same port, same data
-        client = FederationClient(bob.url, connect_timeout=5)
+        client = FederationClient(bob.url, connect_timeout=30)
         await wait_until(
             lambda: alice.store.outbox_count("bob", GROUP) == 0, 60, "alice's outbox drained"
         )

@@ -28,7 +28,7 @@ async def test_100_concurrent_group_streams_on_one_connection(tmp_path):
     bob = await start_node(tmp_path, "bob", groups=groups, peers=[alice.url])
     try:
         await wait_until(
-            lambda: all(streams_up(bob, "alice", g) for g in groups), 30, "100 streams up"
+            lambda: all(streams_up(bob, "alice", g) for g in groups), 60, "100 streams up"
         )
         conn = await bob.peers.links[alice.url].client.connection()
         assert sum(1 for r in bob.streams if r.peer_id == "alice") == 100
@@ -48,7 +48,7 @@ async def test_100_concurrent_group_streams_on_one_connection(tmp_path):
         assert await bob.peers.links[alice.url].client.connection() is conn
         assert alice.counters.streams_accepted == before == 100
         await wait_until(
-            lambda: all(bob.store.outbox_count("alice", g) == 0 for g in groups), 30, "acked"
+            lambda: all(bob.store.outbox_count("alice", g) == 0 for g in groups), 60, "acked"
         )
     finally:
         await bob.stop()
@@ -123,18 +123,22 @@ async def test_a_peer_that_stops_reading_costs_bounded_memory_and_stalls_nobody(
         baseline = relay.rss()
         peak = baseline
         count, size = 600, 40_000  # about 32 MB of EVENT lines for each of relay's peers
+
+        def at_reader(n: int) -> bool:
+            nonlocal peak
+            peak = max(peak, relay.rss())
+            return summary(reader)[0] >= n
+
+        # Paced by the reader, not the clock: the relay serves the reader without an
+        # outbox, from a live queue capped at 4 MiB whose overflow travels only by
+        # anti-entropy (minutes). On a loaded machine an unpaced writer can outrun the
+        # relay's sending by more than that and the last events then miss any deadline.
         for i in range(0, count, 50):
             await writer.publish_many(
                 GROUP, [bytes([k % 251]) * (size - 8) + b"%08d" % k for k in range(i, i + 50)]
             )
             peak = max(peak, relay.rss())
-
-        def all_at_reader() -> bool:
-            nonlocal peak
-            peak = max(peak, relay.rss())
-            return summary(reader)[0] == count
-
-        await wait_until(all_at_reader, 60, "every event relayed to the reader")
+            await wait_until(lambda i=i: at_reader(i + 50), what=f"{i + 50} events at the reader")
         assert summary(reader) == summary(writer)
         growth = peak - baseline
         # 4 × 32 MB were owed to the stuck peers. Relaying 32 MB to the reader alone

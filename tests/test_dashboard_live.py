@@ -34,7 +34,7 @@ def _config(tmp_path, name: str, peers=()) -> NodeConfig:
     )
 
 
-async def _until(pilot, condition, timeout: float = 20.0) -> None:
+async def _until(pilot, condition, timeout: float = 60.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not condition():

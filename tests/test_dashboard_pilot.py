@@ -497,7 +497,7 @@ async def test_live_tick_polls_and_pauses_while_covered():
     app = TapsimApp([node], clock=clock, tick_hz=10)
     async with app.run_test(size=SIZE) as pilot:
         calls.clear()
-        await asyncio.wait_for(calls.wait(), timeout=5)  # the timer ticks by itself
+        await asyncio.wait_for(calls.wait(), timeout=60)  # the timer ticks by itself
         timer = app.main_screen._timer
         assert timer is not None and timer._active.is_set()
         await pilot.press("question_mark")

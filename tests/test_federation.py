@@ -34,8 +34,8 @@ async def test_ping_pong_measures_rtt(pair):
     _alice, bob = pair
     await wait_until(lambda: streams_up(bob, "alice"), what="up")
     runner = next(r for r in bob.streams if r.peer_id == "alice")
-    await wait_until(lambda: runner.session.rtt is not None, timeout=10, what="an RTT sample")
-    assert 0 < runner.session.rtt < 1.0
+    await wait_until(lambda: runner.session.rtt is not None, what="an RTT sample")
+    assert 0 < runner.session.rtt < 5.0  # seconds, on loopback (generous for a loaded machine)
     assert runner.session.pongs_received >= 1
 
 

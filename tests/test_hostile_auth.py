@@ -53,7 +53,7 @@ async def test_clock_skew_of_ten_minutes_is_auth_failed_and_reported(target, ske
     assert err["code"] == "AUTH_FAILED"
     assert "clock skew 600 s exceeds 300 s" in err["message"]
     # The operator sees who and why, in the log and in the dashboard's snapshot.
-    await wait_until(lambda: logged(node, "AUTH_FAILED", "skewed", "clock skew 600 s"), 5)
+    await wait_until(lambda: logged(node, "AUTH_FAILED", "skewed", "clock skew 600 s"))
     assert node.keystore.pin("skewed") is None
 
 
@@ -212,7 +212,7 @@ async def test_equivocation_is_reported_and_converges(target):
     c = signed(mallory, 1, b"version c")
     answer = await peer.outcome(await peer.event(c))
     assert answer["type"] == "ERROR" and answer["payload"]["code"] == "EQUIVOCATION"
-    await wait_until(lambda: node.store.has_event(GROUP, c["event_id"]), 5, "c stored")
+    await wait_until(lambda: node.store.has_event(GROUP, c["event_id"]), what="c stored")
     assert "mallory" in node.store.equivocators(GROUP)
     # By `send`, the version that is not kept is a 409.
     loser = a if a["content_hash"] != kept else b

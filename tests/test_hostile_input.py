@@ -36,7 +36,7 @@ def head(ftype: str, origin: str = "mallory", sequence: int = 1, **extra) -> dic
     return {"type": ftype, "id": str(ULID()), "origin": origin, "sequence": sequence, **extra}
 
 
-async def fatal_error(raw: RawStream, timeout: float = 15.0) -> str:
+async def fatal_error(raw: RawStream, timeout: float = 60.0) -> str:
     """The code of the fatal ERROR the node answers with; the node then ends the stream."""
     err = await raw.error_frame(timeout)
     assert err["fatal"] is True, err
@@ -142,7 +142,7 @@ async def test_hostile_stream_input_is_refused_and_the_node_stays_up(tmp_path):
             for i in range(0, len(data), 1):
                 await raw.write(data[i : i + 1])
                 await asyncio.sleep(0.001)  # one DATA frame per byte: pacing, not syncing
-            await wait_until(lambda: raw.types().count("PONG") >= 6, 10, "PONGs")
+            await wait_until(lambda: raw.types().count("PONG") >= 6, what="PONGs")
             await raw.close()
             return raw.types().count("PONG")
 
@@ -150,14 +150,16 @@ async def test_hostile_stream_input_is_refused_and_the_node_stays_up(tmp_path):
         sent_at = time.monotonic()
         await good.publish_many(GROUP, [b"honest %d" % k for k in range(100)])
         await wait_until(
-            lambda: honest.session.unacked == 0 and summary(good)[0] == 100, 10, "acks"
+            lambda: honest.session.unacked == 0 and summary(good)[0] == 100, what="acks"
         )
         honest_latency = time.monotonic() - sent_at
         assert await asyncio.gather(*dribblers) == [6, 6, 6]
-        assert honest_latency < 2.0, honest_latency  # the dribblers slow nobody down
+        # The dribblers slow nobody down: about 0.2 s on an idle machine. The bound is
+        # generous for a loaded one; a node serving them one at a time would take minutes.
+        assert honest_latency < 10.0, honest_latency
 
         # The stream that never said HELLO was ended by the node.
-        assert await fatal_error(silent, 15) == "HELLO_REQUIRED"
+        assert await fatal_error(silent) == "HELLO_REQUIRED"
 
         # The node is up, its memory bounded, the honest stream never dropped.
         assert target.running

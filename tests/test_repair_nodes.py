@@ -305,7 +305,7 @@ async def test_repair_under_concurrent_live_traffic_converges(tmp_path, universe
         assert rounds < 200 or not bob.repairs.running("alice", G)
         await wait_until(
             lambda: not bob.repairs.running("alice", G) and not alice.repairs.running("bob", G),
-            timeout=30,
+            timeout=60,
             what="repairs to end",
         )
         # Live events travel by the streams; the differences by the repairs. Once the
@@ -313,7 +313,7 @@ async def test_repair_under_concurrent_live_traffic_converges(tmp_path, universe
         if digest_of(alice) != digest_of(bob):
             await wait_until(lambda: bob.ingest_queue.backlog == 0, what="ingest idle")
             await repair_once(bob, "alice")
-        await wait_until(lambda: digest_of(alice) == digest_of(bob), timeout=30, what="converged")
+        await wait_until(lambda: digest_of(alice) == digest_of(bob), timeout=60, what="converged")
         expected = len({e.event_id for e in a_events} | {e.event_id for e in b_events})
         assert digest_of(bob)[0] == expected + published
         snap = repair_snapshot(bob, "alice")
@@ -475,7 +475,7 @@ async def test_malformed_peer_ends_the_repair_cleanly(
         await load(node, universe[100:110])
         before = digest_of(node)
 
-        snap = await repair_once(node, "mallory", timeout=20)
+        snap = await repair_once(node, "mallory")
 
         assert snap.state == DIGEST_FAILED
         assert snap.error and words in snap.error, snap.error
@@ -506,7 +506,7 @@ async def test_differs_when_the_peer_never_supplies_what_it_advertises(tmp_path,
         mallory.url = server.url
         pin_all(node)
         node.keystore.repin(mallory.key_document())
-        snap = await repair_once(node, "mallory", timeout=20)
+        snap = await repair_once(node, "mallory")
         assert snap.state == DIGEST_DIFFERS, snap
         assert snap.error is None
         assert handler.requests.count("digest") <= 3

@@ -483,7 +483,7 @@ def _run_until(path: Path, mode: str, event_id: str, line: str) -> None:
     try:
         got = proc.stdout.readline().strip()
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=20)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -45,6 +45,7 @@ from node.runtime.replay_cache import DurableReplayCache
 from node.runtime.request_signer import RequestSigner
 from node.runtime.seed_file import load_identity
 from node.runtime.sessions import SessionFactory
+from node.runtime.store_watch import StoreWatch
 from node.runtime.stream_runner import StreamRunner
 from node.runtime.streams import StreamRegistry
 from node.storage.ingest import Ingest
@@ -161,6 +162,13 @@ class Node:
             relay_peers=directory.relay_peers, faults=self.faults, log=log
         )
         self._outbox = Outbox(store, thread, log)
+        self._store_watch = StoreWatch(
+            store,
+            thread,
+            log=log,
+            ingest_retrying=lambda: self.ingest_queue.retrying,
+            on_writable=self._outbox.retry,
+        )
         self.publisher = Publisher(
             identity=identity,
             store=store,
@@ -254,6 +262,7 @@ class Node:
         if self._started:
             self.streams.abort_all("server stopped")
             self.publisher.cancel()
+            self._store_watch.stop()
             await self.ingest_queue.stop()
         await self.clients.close()
         if hasattr(self, "store"):

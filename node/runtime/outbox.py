@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from node.protocol.frames import Event
+from node.storage.errors import StoreUnavailable
 from node.storage.store import Store
 from node.storage.store_thread import StoreThread
 
@@ -49,6 +50,13 @@ class Outbox:
         if waiting is None:
             self._thread.submit(self._remove, key)
 
+    def retry(self) -> None:
+        """The store writes again: remove what was acknowledged while it could not."""
+        with self._lock:
+            keys = list(self._acked)
+        for key in keys:
+            self._thread.submit(self._remove, key)
+
     def _remove(self, key: tuple[str, str]) -> None:
         """On the store thread: one removal for everything acknowledged so far."""
         with self._lock:
@@ -57,6 +65,11 @@ class Outbox:
             return
         try:
             self._store.outbox_remove(key[0], key[1], ids)
+        except StoreUnavailable:
+            # The store cannot write now (the node says so once): keep the ids until
+            # retry(), without a removal per ACK meanwhile.
+            with self._lock:
+                self._acked.setdefault(key, [])[:0] = ids
         except Exception as exc:
             # e.g. a busy database: the next ACK's removal retries them (replayed ids are
             # harmless: receivers deduplicate).

@@ -201,7 +201,8 @@ class Ingest:
 
     def commit(self, batch: Batch, relay_peers: Sequence[str] = (), *, now: float) -> list[Outcome]:
         """Step 4: signature results, duplicates again, equivocation, insert, outbox; one
-        commit."""
+        commit. Raises :class:`~node.storage.errors.StoreUnavailable` (nothing kept) when
+        the store cannot write now; the same batch may then be committed again later."""
         if batch.verified is None:
             batch.verified = check_signatures(batch.candidates)
         store = self.store
@@ -216,11 +217,15 @@ class Ingest:
         with store.transaction():
             for i, event_id, content_hash in batch.duplicates:
                 # Held when screen() looked, but perhaps only by a transaction that has
-                # since rolled back: an ACK must never cover that (§4.4).
-                if not store.match(group_id, event_id, content_hash):
-                    outcomes[i] = Rejected(
+                # since rolled back: an ACK must never cover that (§4.4). Every slot is
+                # set afresh, so a commit retried after a failed one decides anew.
+                outcomes[i] = (
+                    Duplicate(event_id)
+                    if store.match(group_id, event_id, content_hash)
+                    else Rejected(
                         ErrorCode.INTERNAL, "store changed under the check; resend", event_id
                     )
+                )
             for cand, ok in zip(batch.candidates, batch.verified, strict=True):
                 ev = cand.event
                 event_id = ev.event_id

@@ -13,6 +13,13 @@ pool sees event bytes and keys, never the store.
 Pipelining: batch k+1 is verified while batch k commits. The store thread runs its jobs
 in order, so the screen of batch k+1 is queued there ahead of the commit of batch k: it
 takes microseconds, and the verification it unblocks overlaps the commit's fsync.
+
+When the store cannot write (disk full, a size limit, an I/O error), a batch is neither
+acknowledged nor rejected: its commit is retried, backing off, until it succeeds. Stream
+EVENTs wait, and since credit follows outcomes, their peers run out of credit and stop
+sending while the streams stay up. A one-shot ``send`` or checkpoint result is answered
+at once with ``OVERLOADED`` (503, retry later) instead of holding its request open.
+All of this is on the failure path: a commit that succeeds costs nothing more.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Protocol
 from node.protocol.errors import ErrorCode
 from node.protocol.frames import Event
 from node.protocol.session import Outcome, Rejected, Stored
+from node.storage.errors import StoreUnavailable
 from node.storage.ingest import AuthorKey, Batch, Ingest, check, check_signatures
 from node.storage.store_thread import StoreThread
 
@@ -47,16 +55,21 @@ class KeySource(Protocol):
 MAX_BATCH = 2048
 MIN_CHUNK = 32  # events per verification job: below this, a thread hop costs more than it saves
 VERIFY_WORKERS = max(1, min(4, os.cpu_count() or 1))
+RETRY_FIRST = 0.05  # seconds before a failed commit is tried again, doubling ...
+RETRY_MAX = 2.0  # ... up to this: a full disk may get room back at any moment
 
 OutcomeCallback = Callable[[Outcome], None]
 Items = list[tuple[Event, str]]
+# (group, event, hop, callback, waits): ``waits`` is False for a one-shot request, which
+# is answered OVERLOADED rather than held while the store cannot write.
+Entry = tuple[str, Event, str, OutcomeCallback, bool]
 
 
 @dataclass(slots=True)
 class _Taken:
     """One batch as taken from the queue, and the future of its duplicate screen."""
 
-    entries: list[tuple[str, Event, str, OutcomeCallback]]
+    entries: list[Entry]
     by_group: dict[str, Items] = field(default_factory=dict)
     screened: asyncio.Future[dict[str, list[bool]]] | None = None
 
@@ -82,7 +95,7 @@ class IngestQueue:
         self._thread = store_thread
         self._relay_peers = relay_peers
         self._on_stored = on_stored
-        self._pending: list[tuple[str, Event, str, OutcomeCallback]] = []
+        self._pending: list[Entry] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._key_waits: set[asyncio.Task] = set()
@@ -93,6 +106,12 @@ class IngestQueue:
         )
         self.batches = 0
         self.events = 0
+        self.store_failures = 0  # commits that failed because the store could not write
+        self.retrying = False  # a batch waits for the store to write again
+
+    def _overloaded(self, event_id: str) -> Rejected:
+        why = self._thread.summary.write_error or "it cannot write now"
+        return Rejected(ErrorCode.OVERLOADED, f"store unavailable ({why}); retry later", event_id)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ingest")
@@ -111,37 +130,49 @@ class IngestQueue:
         """Events queued or being verified/committed."""
         return len(self._pending) + self._in_flight
 
-    def submit(self, group_id: str, event: Event, hop: str, callback: OutcomeCallback) -> None:
+    def submit(
+        self,
+        group_id: str,
+        event: Event,
+        hop: str,
+        callback: OutcomeCallback,
+        *,
+        waits: bool = True,
+    ) -> None:
         """Queue one event; ``callback(outcome)`` runs on the loop once it is durable.
 
         An event whose author's key we lack waits while the key is fetched through
-        its hop; the ingest then verifies it, or rejects it with UNKNOWN_KEY.
+        its hop; the ingest then verifies it, or rejects it with UNKNOWN_KEY. With
+        ``waits`` false, a store that cannot write answers OVERLOADED instead of holding
+        the event until it can.
         """
         keys = self._keys
         if keys is not None and keys.missing(event.author, hop):
-            task = asyncio.ensure_future(self._after_key(group_id, event, hop, callback))
+            task = asyncio.ensure_future(self._after_key((group_id, event, hop, callback, waits)))
             self._key_waits.add(task)
             task.add_done_callback(self._key_waits.discard)
             return
-        self._pending.append((group_id, event, hop, callback))
+        self._pending.append((group_id, event, hop, callback, waits))
         self._wake.set()
 
-    async def _after_key(
-        self, group_id: str, event: Event, hop: str, callback: OutcomeCallback
-    ) -> None:
+    async def _after_key(self, entry: Entry) -> None:
         assert self._keys is not None
+        _, event, hop, _, _ = entry
         try:
             await self._keys.fetch(event.author, hop)
         except Exception:  # whatever happened, the ingest decides (UNKNOWN_KEY at worst)
             log.exception("fetching the key of %s through %s failed", event.author, hop)
         finally:
-            self._pending.append((group_id, event, hop, callback))
+            self._pending.append(entry)
             self._wake.set()
 
     async def process(self, group_id: str, event: Event, hop: str) -> Outcome:
-        """Queue one event and wait for its durable outcome."""
+        """Queue one event and wait for its durable outcome (a one-shot request: while
+        the store cannot write, OVERLOADED at once)."""
+        if self.retrying or self._thread.summary.write_error is not None:
+            return self._overloaded(event.event_id)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self.submit(group_id, event, hop, future.set_result)
+        self.submit(group_id, event, hop, future.set_result, waits=False)
         return await future
 
     def _take(self) -> _Taken:
@@ -149,7 +180,7 @@ class IngestQueue:
         taken = _Taken(self._pending[:MAX_BATCH])
         del self._pending[:MAX_BATCH]
         self._in_flight += len(taken.entries)
-        for group_id, event, hop, _ in taken.entries:
+        for group_id, event, hop, _, _ in taken.entries:
             taken.by_group.setdefault(group_id, []).append((event, hop))
         screen = self.ingest.screen
         by_group = taken.by_group
@@ -189,6 +220,8 @@ class IngestQueue:
                 committing = asyncio.ensure_future(self._commit_and_report(taken, prepared))
         finally:
             if committing is not None and not committing.done():
+                if self.retrying:  # the store cannot write: nothing of it was acknowledged
+                    committing.cancel()
                 with contextlib.suppress(BaseException):
                     await committing
 
@@ -215,29 +248,48 @@ class IngestQueue:
 
     async def _commit_and_report(self, taken: _Taken, prepared: list[Batch] | Exception) -> None:
         entries = taken.entries
+        answered = False  # the one-shot entries have had their OVERLOADED
         try:
             if isinstance(prepared, Exception):
                 raise prepared
             relays = {b.group_id: self._relay_peers(b.group_id) for b in prepared}
-            results = await self._thread.run(self._commit, prepared, relays)
-        except Exception as exc:  # a store failure: nothing of it is acknowledged
+            delay = RETRY_FIRST
+            while True:
+                try:
+                    results = await self._thread.run(self._commit, prepared, relays)
+                    break
+                except StoreUnavailable:
+                    self.store_failures += 1
+                    self.retrying = True
+                    if not answered:
+                        answered = True
+                        for _, event, _, callback, waits in entries:
+                            if not waits:
+                                _safe(callback, self._overloaded(event.event_id))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX)
+        except Exception as exc:  # any other failure: nothing of it is acknowledged
             self._in_flight -= len(entries)
+            self.retrying = False
             message = f"store failure: {exc}"
-            for _, event, _, callback in entries:
-                _safe(callback, Rejected(ErrorCode.INTERNAL, message, event.event_id))
+            for _, event, _, callback, waits in entries:
+                if waits or not answered:
+                    _safe(callback, Rejected(ErrorCode.INTERNAL, message, event.event_id))
             return
+        self.retrying = False
         self._in_flight -= len(entries)
         self.batches += 1
         self.events += len(entries)
         positions = dict.fromkeys(results, 0)
         stored: dict[tuple[str, str], list[Event]] = {}
-        for group_id, event, hop, callback in entries:
+        for group_id, event, hop, callback, waits in entries:
             i = positions[group_id]
             positions[group_id] = i + 1
             outcome = results[group_id][i]
             if type(outcome) is Stored:
                 stored.setdefault((group_id, hop), []).append(event)
-            _safe(callback, outcome)
+            if waits or not answered:
+                _safe(callback, outcome)
         for (group_id, hop), events in stored.items():
             self._on_stored(group_id, events, hop)
 

@@ -14,10 +14,16 @@ Why it is built this way:
 - The index's event-id → term map doubles as the duplicate check of §4.3: an event whose
   term equals the stored term has the same content hash (SHA-256 is collision
   resistant), so a duplicate is recognised without a database read.
+- A write that cannot be made durable now (a full disk, a file size limit, an I/O error,
+  another process holding the lock) is rolled back and raised as
+  :class:`~node.storage.errors.StoreUnavailable`; :attr:`SQLiteStore.write_error` says
+  why until a write succeeds again. The file itself is judged, versioned and migrated by
+  :mod:`node.storage.sqlite_schema` before anything reads it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,61 +31,16 @@ from contextlib import contextmanager
 import orjson
 
 from node.protocol.keystore import REPLAY_WINDOW
+from node.storage.errors import StoreUnavailable
+from node.storage.sqlite_schema import file_error, open_database
 from node.storage.store import StoredEvent
 from node.sync.digest import DEFAULT_BUCKETS
 from node.sync.fingerprint import event_term
 from node.sync.index import GroupIndex, Index
 
-_SCHEMA_VERSION = 1
 _SQL_CHUNK = 500  # ids per IN (...) query, well under SQLite's variable limit
 _REPLAY_PRUNE_EVERY = 60.0  # seconds of `now` between prunes of the replay cache
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    group_id     TEXT    NOT NULL,
-    event_id     TEXT    NOT NULL,
-    author       TEXT    NOT NULL,
-    seq          INTEGER NOT NULL,
-    ciphertext   BLOB    NOT NULL,
-    content_hash TEXT    NOT NULL,
-    key_id       TEXT    NOT NULL,
-    signature    TEXT    NOT NULL,
-    received_at  REAL    NOT NULL,
-    hop          TEXT    NOT NULL,
-    provisional  INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (group_id, event_id)
-);
-CREATE INDEX IF NOT EXISTS events_by_author_seq ON events (group_id, author, seq);
-CREATE TABLE IF NOT EXISTS outbox (
-    peer_id  TEXT NOT NULL,
-    group_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    PRIMARY KEY (peer_id, group_id, event_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS pins (
-    server_id TEXT PRIMARY KEY,
-    doc       TEXT NOT NULL,
-    source    TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS replay (
-    key     TEXT PRIMARY KEY,
-    seen_at REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS replay_by_seen_at ON replay (seen_at);
-CREATE TABLE IF NOT EXISTS own_seq (
-    group_id TEXT PRIMARY KEY,
-    next_seq INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS equivocators (
-    group_id TEXT NOT NULL,
-    author   TEXT NOT NULL,
-    PRIMARY KEY (group_id, author)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS peer_ids (
-    url       TEXT PRIMARY KEY,
-    server_id TEXT NOT NULL
-);
-"""
 
 _COLUMNS = (
     "group_id, event_id, author, seq, ciphertext, content_hash, key_id, signature, "
@@ -87,6 +48,21 @@ _COLUMNS = (
 )
 _E_COLUMNS = ", ".join("e." + c.strip() for c in _COLUMNS.split(","))
 _INSERT_EVENT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# Primary result codes that mean "cannot write now, try again later", not "a bug".
+_CANNOT_WRITE_NOW = frozenset(
+    {
+        sqlite3.SQLITE_FULL,  # no space, or max_page_count
+        sqlite3.SQLITE_IOERR,  # EFBIG (RLIMIT_FSIZE), EIO, a failed fsync
+        sqlite3.SQLITE_READONLY,  # the file or its filesystem became read-only
+        sqlite3.SQLITE_BUSY,  # another process holds the write lock
+        sqlite3.SQLITE_CANTOPEN,  # the WAL or shm file cannot be created
+    }
+)
+
+
+def _cannot_write_now(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _CANNOT_WRITE_NOW
 
 
 def _row(ev: StoredEvent) -> tuple:
@@ -132,8 +108,11 @@ def _load_events(db: sqlite3.Connection, where: str, args: tuple) -> dict[str, G
 class SQLiteStore:
     """Durable events, outbox, pins, replay cache and own counters of one node."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, *, path: str = ":memory:") -> None:
         self._db = db
+        self.path = path
+        # Why the last write failed, until one succeeds again (None: writes succeed).
+        self.write_error: str | None = None
         self._in_tx = False
         self._touched: set[str] = set()  # groups written by the open transaction
         self._index = Index()
@@ -147,15 +126,17 @@ class SQLiteStore:
 
     @classmethod
     def open(cls, path: str) -> SQLiteStore:
-        """Open (creating if needed) the store at ``path``; ``":memory:"`` for tests."""
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA temp_store=MEMORY")
-        db.execute("PRAGMA cache_size=-65536")
-        db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        return cls(db)
+        """Open (creating if needed) the store at ``path``; ``":memory:"`` for tests.
+
+        Raises :class:`~node.storage.errors.StoreFileError` for a file that is not a
+        store this version can use (see :mod:`node.storage.sqlite_schema`).
+        """
+        db, _ = open_database(path)
+        try:
+            return cls(db, path=path)
+        except sqlite3.DatabaseError as exc:  # damage the quick check did not see
+            db.close()
+            raise file_error(path, exc) from exc
 
     def close(self) -> None:
         self._db.close()
@@ -172,20 +153,45 @@ class SQLiteStore:
         if self._in_tx:
             yield
             return
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if _cannot_write_now(exc):
+                raise self._unavailable(exc) from exc
+            raise
         self._in_tx = True
         try:
             yield
             self._db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             self._in_tx = False
             if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+                # After SQLITE_FULL or an I/O error SQLite may have rolled back already.
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             self._reload(self._touched)
             self._touched = set()
+            if _cannot_write_now(exc):
+                raise self._unavailable(exc) from exc
             raise
         self._in_tx = False
         self._touched.clear()
+        self.write_error = None
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        self.write_error = f"{exc} ({getattr(exc, 'sqlite_errorname', 'error')})"
+        return StoreUnavailable(f"cannot write {self.path}: {self.write_error}")
+
+    def _write(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        """One statement, in a transaction (the open one, or its own)."""
+        if self._in_tx:
+            return self._db.execute(sql, args)
+        with self.transaction():
+            return self._db.execute(sql, args)
+
+    def probe_write(self) -> None:
+        """A small real write: returns once writes succeed again, raises while they fail."""
+        self._write("INSERT OR REPLACE INTO meta (key, value) VALUES ('write_probe', ?)", (1,))
 
     @property
     def in_transaction(self) -> bool:
@@ -269,7 +275,10 @@ class SQLiteStore:
         if self._index.holds(ev.group_id, ev.event_id):
             return False
         term = event_term(ev.event_id, ev.content_hash)
-        self._db.execute(_INSERT_EVENT, _row(ev))
+        if self._in_tx:
+            self._db.execute(_INSERT_EVENT, _row(ev))
+        else:
+            self._write(_INSERT_EVENT, _row(ev))
         index = self._group(ev.group_id)
         index.add(ev.event_id, term)
         index.add_seq(ev.author, ev.seq)
@@ -421,10 +430,11 @@ class SQLiteStore:
 
     def outbox_add(self, peer_id: str, group_id: str, event_ids: Iterable[str]) -> int:
         """Queue events for a peer until it acknowledges them; returns how many were new."""
-        cur = self._db.executemany(
-            "INSERT OR IGNORE INTO outbox (peer_id, group_id, event_id) VALUES (?, ?, ?)",
-            [(peer_id, group_id, e) for e in event_ids],
-        )
+        with self.transaction():
+            cur = self._db.executemany(
+                "INSERT OR IGNORE INTO outbox (peer_id, group_id, event_id) VALUES (?, ?, ?)",
+                [(peer_id, group_id, e) for e in event_ids],
+            )
         added = max(cur.rowcount, 0)
         if added:
             self._bump_outbox(peer_id, group_id, added)
@@ -480,13 +490,13 @@ class SQLiteStore:
     # ------------------------------------------------------------------ pins, peers (§3.2)
 
     def save_pin(self, server_id: str, doc: dict, source: str) -> None:
-        self._db.execute(
+        self._write(
             "INSERT OR REPLACE INTO pins (server_id, doc, source) VALUES (?, ?, ?)",
             (server_id, orjson.dumps(doc).decode(), source),
         )
 
     def delete_pin(self, server_id: str) -> None:
-        self._db.execute("DELETE FROM pins WHERE server_id = ?", (server_id,))
+        self._write("DELETE FROM pins WHERE server_id = ?", (server_id,))
 
     def load_pins(self) -> list[tuple[dict, str]]:
         rows = self._db.execute("SELECT doc, source FROM pins ORDER BY server_id")
@@ -494,7 +504,7 @@ class SQLiteStore:
 
     def save_peer_id(self, url: str, server_id: str) -> None:
         """Remember which server answers at a configured peer URL (learnt from its caps)."""
-        self._db.execute(
+        self._write(
             "INSERT OR REPLACE INTO peer_ids (url, server_id) VALUES (?, ?)", (url, server_id)
         )
 
@@ -556,7 +566,7 @@ class SQLiteStore:
         held = self._equivocators.setdefault(group_id, set())
         if author in held:
             return
-        self._db.execute(
+        self._write(
             "INSERT OR IGNORE INTO equivocators (group_id, author) VALUES (?, ?)",
             (group_id, author),
         )

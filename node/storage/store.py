@@ -80,10 +80,18 @@ class Store(Protocol):
 
     A write outside :meth:`transaction` is durable when the call returns; inside one,
     when the outermost block exits. A block that raises leaves nothing behind, the
-    in-memory index included.
+    in-memory index included. A write that cannot be made durable now (disk full, a
+    size limit, an I/O error) raises :class:`~node.storage.errors.StoreUnavailable`.
     """
 
+    write_error: str | None
+    """Why the last write failed, until a write succeeds again; None while writes succeed."""
+
     def close(self) -> None: ...
+
+    def probe_write(self) -> None:
+        """A small real write, to learn whether writes succeed again (raises while not)."""
+        ...
 
     def transaction(self) -> AbstractContextManager[None]:
         """Group commit: the block's writes are durable once it exits; nesting joins."""

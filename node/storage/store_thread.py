@@ -9,13 +9,16 @@ ingest's verification pool, which sees nothing but event bytes and keys
 
 The loop learns about the store without asking through :attr:`StoreThread.summary`: after
 each job that changed it, this thread publishes a new immutable
-:class:`~node.storage.summary.StoreSummary`.
+:class:`~node.storage.summary.StoreSummary`. When the store's ability to write changes
+(a write failed for want of space, or one succeeded again), :attr:`StoreThread.on_write_error`
+is called on the loop: the node says so once, in its log, instead of once per failed job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -36,6 +39,9 @@ class StoreThread:
         )
         self._store: Store | None = None
         self._board = SummaryBoard()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Called on the loop with the store's write_error each time it changes.
+        self.on_write_error: Callable[[str | None], None] | None = None
 
     @property
     def summary(self) -> StoreSummary:
@@ -44,6 +50,7 @@ class StoreThread:
 
     async def open(self, location: str) -> Store:
         """Open the store at ``location`` on this thread, which owns it from now on."""
+        self._loop = asyncio.get_running_loop()
         return await self.run(self._open, location)
 
     def _open(self, location: str) -> Store:
@@ -68,10 +75,15 @@ class StoreThread:
         store = self._store
         if store is None:
             return
+        before = self._board.current.write_error
         try:
             self._board.publish(store)
         except Exception:  # the job's own result (a commit, an ACK) must not depend on it
             log.exception("publishing the store summary failed")
+        after = self._board.current.write_error
+        if after != before and self.on_write_error is not None and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to tell
+                self._loop.call_soon_threadsafe(self.on_write_error, after)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -40,6 +40,7 @@ class StoreSummary:
     groups: tuple[str, ...]  # the groups holding at least one event, sorted
     by_group: Mapping[str, GroupSummary]
     outboxes: Mapping[tuple[str, str], int]  # (peer_id, group_id) → queued events
+    write_error: str | None = None  # why the store cannot write now; None while it can
 
     def group(self, group_id: str) -> GroupSummary:
         return self.by_group.get(group_id, EMPTY_GROUP)
@@ -72,7 +73,7 @@ def summarise(
         if (count > 0) != (group_id in names):
             names = tuple(sorted(g for g, s in by_group.items() if s.count))
     outboxes = MappingProxyType(store.outbox_counts()) if outbox else previous.outboxes
-    return StoreSummary(names, MappingProxyType(by_group), outboxes)
+    return StoreSummary(names, MappingProxyType(by_group), outboxes, store.write_error)
 
 
 class SummaryBoard:
@@ -86,5 +87,5 @@ class SummaryBoard:
     def publish(self, store: Store) -> None:
         """On the store thread, after a job: republish what it changed, if anything."""
         groups, outbox = store.take_changes()
-        if groups or outbox:
+        if groups or outbox or store.write_error != self.current.write_error:
             self.current = summarise(store, self.current, groups, outbox)

@@ -227,6 +227,7 @@ class SnapshotBuilder:
             log_lines=tuple(src.log_lines())[-50:],
             faults=src.active_faults(),
             peer_digests=peer_digests,
+            alerts=_alerts(store),
         )
 
     def _peer_key(self, peer_id: str | None) -> tuple[str | None, str | None]:
@@ -397,4 +398,14 @@ def peer_digest_snapshot(
 def _author_ranges(authors: dict[str, AuthorSummary]) -> tuple[AuthorRange, ...]:
     return tuple(
         AuthorRange(a, s.max_seq, s.contiguous_seq, s.count) for a, s in sorted(authors.items())
+    )
+
+
+def _alerts(store: StoreSummary) -> tuple[str, ...]:
+    """Node-level trouble the dashboard shows as a banner and ``status`` prints."""
+    if store.write_error is None:
+        return ()
+    return (
+        f"store cannot write: {store.write_error}. Nothing is acknowledged and credit is "
+        "withheld until it can; free space or fix the disk, and the node resumes by itself",
     )

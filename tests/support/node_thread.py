@@ -63,7 +63,7 @@ class NodeThread:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         """Start the node; raises NodeStartError with a plain message if it cannot."""
         self._thread = threading.Thread(
             target=self._main, name=f"node {self.config.server_id}", daemon=True
@@ -74,7 +74,7 @@ class NodeThread:
         if self._startup_error is not None:
             raise NodeStartError(describe_start_error(self._startup_error)) from None
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
