@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import h2.errors
+
 from node.transport import library_patches
 from node.transport.connection import (
     MAX_RESPONSE_BODY,
@@ -194,16 +196,10 @@ class FederationClient:
         max_body: int = MAX_RESPONSE_BODY,
     ) -> Response:
         stream = await self.open_stream(path, headers, method=method, end_stream=not body)
+        # The body goes up while the response is read: a server may answer early (413,
+        # 415) and stop reading, leaving our upload waiting for a window that never opens.
+        upload = asyncio.ensure_future(_upload(stream, body)) if body else None
         try:
-            if body:
-                try:
-                    await stream.write(body)
-                    stream.end()
-                except TransportError:
-                    # A server may answer early (413, 415) and then stop our upload with
-                    # RST_STREAM(NO_ERROR): the response still stands (RFC 9113 §8.1).
-                    if stream.status is None or not stream._ended:
-                        raise
             status, response_headers = await stream.response()
             parts: list[bytes] = []
             size = 0
@@ -212,9 +208,20 @@ class FederationClient:
                 if size > max_body:
                     raise TransportError(self.base_url, f"response body over {max_body} bytes")
                 parts.append(chunk)
+            if upload is not None and not upload.done():
+                # A complete response before our whole body: stop sending (RFC 9113 §8.1).
+                upload.cancel()
+                stream.reset(h2.errors.ErrorCodes.NO_ERROR)
         except BaseException:
             stream.reset()
             raise
+        finally:
+            if upload is not None:
+                if not upload.done():
+                    upload.cancel()
+                # The response decides: an upload stopped by RST_STREAM(NO_ERROR) after
+                # a complete response, or cancelled above, is no failure of the request.
+                await asyncio.gather(upload, return_exceptions=True)
         return Response(status, response_headers, b"".join(parts))
 
     async def close(self) -> None:
@@ -237,3 +244,8 @@ __all__ = [
     "StreamReset",
     "TransportError",
 ]
+
+
+async def _upload(stream: ClientStream, body: bytes) -> None:
+    await stream.write(body)
+    stream.end()
