@@ -28,10 +28,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
-import orjson
-
-from node.protocol.keystore import REPLAY_WINDOW
 from node.storage.errors import StoreUnavailable
+from node.storage.sqlite_records import NodeRecords
 from node.storage.sqlite_schema import file_error, open_database
 from node.storage.store import StoredEvent
 from node.sync.digest import DEFAULT_BUCKETS
@@ -39,7 +37,6 @@ from node.sync.fingerprint import event_term
 from node.sync.index import GroupIndex, Index
 
 _SQL_CHUNK = 500  # ids per IN (...) query, well under SQLite's variable limit
-_REPLAY_PRUNE_EVERY = 60.0  # seconds of `now` between prunes of the replay cache
 
 
 _COLUMNS = (
@@ -105,7 +102,7 @@ def _load_events(db: sqlite3.Connection, where: str, args: tuple) -> dict[str, G
     return fresh
 
 
-class SQLiteStore:
+class SQLiteStore(NodeRecords):
     """Durable events, outbox, pins, replay cache and own counters of one node."""
 
     def __init__(self, db: sqlite3.Connection, *, path: str = ":memory:") -> None:
@@ -486,56 +483,6 @@ class SQLiteStore:
     def outbox_counts(self) -> dict[tuple[str, str], int]:
         """Every non-empty outbox: (peer_id, group_id) → queued events."""
         return dict(self._outbox_counts)
-
-    # ------------------------------------------------------------------ pins, peers (§3.2)
-
-    def save_pin(self, server_id: str, doc: dict, source: str) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO pins (server_id, doc, source) VALUES (?, ?, ?)",
-            (server_id, orjson.dumps(doc).decode(), source),
-        )
-
-    def delete_pin(self, server_id: str) -> None:
-        self._write("DELETE FROM pins WHERE server_id = ?", (server_id,))
-
-    def load_pins(self) -> list[tuple[dict, str]]:
-        rows = self._db.execute("SELECT doc, source FROM pins ORDER BY server_id")
-        return [(orjson.loads(doc), source) for doc, source in rows]
-
-    def save_peer_id(self, url: str, server_id: str) -> None:
-        """Remember which server answers at a configured peer URL (learnt from its caps)."""
-        self._write(
-            "INSERT OR REPLACE INTO peer_ids (url, server_id) VALUES (?, ?)", (url, server_id)
-        )
-
-    def load_peer_ids(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT url, server_id FROM peer_ids"))
-
-    # ------------------------------------------------------------------ replay cache
-
-    def check_and_record(self, key: str, now: float, window: float = REPLAY_WINDOW) -> bool:
-        """True if ``key`` was not seen in the last ``window`` seconds; records it durably.
-
-        Durable so that a restart cannot reopen the replay window (§4.1, §3.3).
-        """
-        with self.transaction():
-            row = self._db.execute("SELECT seen_at FROM replay WHERE key = ?", (key,)).fetchone()
-            if row is not None and now - row[0] <= window:
-                return False
-            self._db.execute(
-                "INSERT OR REPLACE INTO replay (key, seen_at) VALUES (?, ?)", (key, now)
-            )
-            if self._last_prune is None or abs(now - self._last_prune) >= _REPLAY_PRUNE_EVERY:
-                self._last_prune = now
-                self._db.execute("DELETE FROM replay WHERE seen_at < ?", (now - window,))
-        return True
-
-    def replay_entries(self, since: float) -> list[tuple[str, float]]:
-        """Keys recorded at or after ``since``: what a restarted node must still refuse."""
-        rows = self._db.execute(
-            "SELECT key, seen_at FROM replay WHERE seen_at >= ? ORDER BY seen_at", (since,)
-        )
-        return [(key, seen_at) for key, seen_at in rows]
 
     # ------------------------------------------------------------------ own counter
 
