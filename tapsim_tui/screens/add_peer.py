@@ -7,17 +7,15 @@ The URL obeys the same rule as ``--peer`` and the config file's ``peers``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
 from node.protocol.ids import is_group_id
 from node.runtime.config import ConfigError, parse_peer_url
 from node.view.commands import AddPeer
+from tapsim_tui.screens.form_dialog import FormDialog, Refused
 
 
 def check_peer(url: str, groups_text: str, known: Sequence[str] = ()) -> AddPeer | str:
@@ -40,10 +38,8 @@ def check_peer(url: str, groups_text: str, known: Sequence[str] = ()) -> AddPeer
     return AddPeer(url=url, groups=groups)
 
 
-class AddPeerScreen(ModalScreen[AddPeer | None]):
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel", id="modal_cancel")
-    ]
+class AddPeerScreen(FormDialog[AddPeer]):
+    SUBMIT_BUTTON = "add"
 
     def __init__(self, groups: Sequence[str] = (), known: Sequence[str] = ()) -> None:
         super().__init__()
@@ -67,28 +63,12 @@ class AddPeerScreen(ModalScreen[AddPeer | None]):
     def on_mount(self) -> None:
         self.query_one("#url", Input).focus()
 
-    def on_input_changed(self, _event: Input.Changed) -> None:
-        self.query_one("#error", Label).update("")
-
-    def on_input_submitted(self, _event: Input.Submitted) -> None:
-        self._try_submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "add":
-            self._try_submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    def _try_submit(self) -> None:
+    def submission(self) -> AddPeer:
         result = check_peer(
             self.query_one("#url", Input).value,
             self.query_one("#groups", Input).value,
             self._known,
         )
         if isinstance(result, str):
-            self.query_one("#error", Label).update(f"✗ {result}")
-            return
-        self.dismiss(result)
+            raise Refused(result)
+        return result

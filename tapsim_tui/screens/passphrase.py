@@ -8,19 +8,15 @@ node) unless the user adds it to ``[passphrases]`` in the config themselves.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
+from tapsim_tui.screens.form_dialog import FormDialog, Refused
 
-class PassphraseScreen(ModalScreen[str | None]):
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel", id="passphrase_cancel")
-    ]
+
+class PassphraseScreen(FormDialog[str]):
+    SUBMIT_BUTTON = "use"
 
     def __init__(self, group_id: str) -> None:
         super().__init__()
@@ -44,21 +40,8 @@ class PassphraseScreen(ModalScreen[str | None]):
     def on_mount(self) -> None:
         self.query_one(Input).focus()
 
-    def on_input_submitted(self, _event: Input.Submitted) -> None:
-        self._try_submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "use":
-            self._try_submit()
-        else:
-            self.dismiss(None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    def _try_submit(self) -> None:
+    def submission(self) -> str:
         text = self.query_one(Input).value
         if not text.strip():
-            self.query_one("#error", Label).update("✗ enter a passphrase, or esc to cancel")
-            return
-        self.dismiss(text)
+            raise Refused("enter a passphrase, or esc to cancel")
+        return text
