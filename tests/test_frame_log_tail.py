@@ -45,3 +45,14 @@ def test_node_frame_log_puts_each_record_in_words_once():
     second = log.entries()
     assert second[:-1] == first[1:] and second[-1].index == 26
     assert second[0] is first[1]  # reused, not rebuilt
+
+
+def test_the_node_words_only_the_newest_frames_it_is_asked_for():
+    log = NodeFrameLog()
+    for _ in range(300):
+        log.record("in", "bob", "g!x", "PING", 60, None)
+    assert [e.index for e in log.entries(newest=10)] == list(range(291, 301))
+    for _ in range(5):
+        log.record("in", "bob", "g!x", "PING", 60, None)
+    assert [e.index for e in log.entries(newest=10)][-6:] == [300, *range(301, 306)]
+    assert len(log.entries()) == 15  # the skipped ones are never worded later

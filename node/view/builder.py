@@ -126,6 +126,7 @@ class SnapshotSources:
 
 
 HISTORY = 60  # samples of ACK lag kept per stream
+FRAMES_PER_SNAPSHOT = 64  # new frame-log entries worded per build (the newest)
 RATE_WINDOW = 2.0  # seconds over which frames/s are averaged
 
 
@@ -222,7 +223,11 @@ class SnapshotBuilder:
             groups=self._groups(store),
             repairs=repairs,
             peers=src.peers(),
-            frame_log=src.frame_log.entries() if src.frame_log is not None else (),
+            frame_log=(
+                src.frame_log.entries(newest=FRAMES_PER_SNAPSHOT)
+                if src.frame_log is not None
+                else ()
+            ),
             counters=src.counters(),
             log_lines=tuple(src.log_lines())[-50:],
             faults=src.active_faults(),

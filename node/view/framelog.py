@@ -84,12 +84,21 @@ class FrameLog:
             (self._index, time.time(), direction, peer, group_id, ftype, 1, size, payload)
         )
 
-    def entries(self) -> tuple[FrameLogEntry, ...]:
-        """The tail in words; each record is put in words once, however often asked."""
+    def entries(self, newest: int | None = None) -> tuple[FrameLogEntry, ...]:
+        """The tail in words; each record is put in words once, however often asked.
+
+        ``newest``: put at most that many of the records new since the last call in words
+        (the newest ones); the others are never shown. At thousands of frames a second a
+        dashboard writes a few dozen lines a tick, and wording every frame would cost the
+        node more than it shows anyone.
+        """
         done = self._entries[-1].index if self._entries else 0
-        for record in list(self._records):
-            if record[0] > done:
-                self._entries.append(_entry(record))
+        fresh = []
+        for record in reversed(self._records):
+            if record[0] <= done or (newest is not None and len(fresh) >= newest):
+                break
+            fresh.append(record)
+        self._entries.extend(_entry(record) for record in reversed(fresh))
         return tuple(self._entries)
 
 
