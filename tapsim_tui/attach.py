@@ -213,8 +213,9 @@ class AttachedNode:
 
     def _attach(self, conn: Connection) -> None:
         conn.sock.settimeout(None)  # from now on, reads wait for the node's next line
-        self._name = conn.welcome.server_id
-        self.url = conn.welcome.listen[0] if conn.welcome.listen else ""
+        node = conn.welcome.node
+        self._name = node.server_id
+        self.url = node.listen[0] if node.listen else ""
         try:
             conn.send(conn.session.subscribe(self._rate_hz, "delta"))
             self._conn = conn

@@ -64,7 +64,7 @@ def status_report(welcome: Welcomed, snap: NodeSnapshot, now: float) -> dict:
     return {
         "schema": SCHEMA,
         "server_id": snap.server_id,
-        "pid": welcome.pid,
+        "pid": welcome.node.pid,
         "listen": list(snap.listen_urls),
         "key_id": snap.key_id,
         "pairing_code": snap.pairing_code,

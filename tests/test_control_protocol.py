@@ -287,7 +287,7 @@ def test_the_client_reads_welcome_results_and_errors():
         + b'{"type":"result","id":3,"ok":false,"error":"bad peer"}\n'
         + b'{"type":"result","id":4,"ok":true}\n'
     )
-    assert isinstance(events[0], Welcomed) and events[0].server_id == "alice"
+    assert isinstance(events[0], Welcomed) and events[0].node.server_id == "alice"
     assert events[1:] == [CommandResult(3, "bad peer"), CommandResult(4, None)]
 
 

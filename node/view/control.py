@@ -296,10 +296,7 @@ class ServerSession:
 @dataclass(frozen=True, slots=True)
 class Welcomed:
     version: int
-    server_id: str
-    pid: int
-    listen: tuple[str, ...]
-    started_at: float
+    node: NodeFacts
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,10 +365,12 @@ class ClientSession:
                 case "welcome":
                     self.welcome = Welcomed(
                         version=_want(obj, "version", int),
-                        server_id=_want(obj, "server_id", str),
-                        pid=_want(obj, "pid", int),
-                        listen=tuple(_want(obj, "listen", list)),
-                        started_at=float(_want(obj, "started_at", int | float)),
+                        node=NodeFacts(
+                            server_id=_want(obj, "server_id", str),
+                            pid=_want(obj, "pid", int),
+                            listen=tuple(_want(obj, "listen", list)),
+                            started_at=float(_want(obj, "started_at", int | float)),
+                        ),
                     )
                     return self.welcome
                 case "snapshot":
