@@ -8,13 +8,8 @@ file (or ``":memory:"``), the default, which needs no server.
 
 from __future__ import annotations
 
+from node.storage.location import is_postgres_url
 from node.storage.store import Store
-
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-
-
-def is_postgres_url(location: str) -> bool:
-    return location.startswith(POSTGRES_SCHEMES)
 
 
 def open_store(location: str) -> Store:
