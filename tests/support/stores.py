@@ -16,6 +16,8 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -98,3 +100,29 @@ class Stores:
                 pass
         self._admin.close()
         self._admin = None
+
+
+class _Recording:
+    """A store's connection, recording the text of every ``execute`` it is asked for."""
+
+    def __init__(self, db, statements: list[str]) -> None:
+        self._db = db
+        self._statements = statements
+
+    def execute(self, sql, *args, **kwargs):
+        self._statements.append(str(sql))
+        return self._db.execute(sql, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._db, name)
+
+
+@contextmanager
+def statements_of(store) -> Iterator[list[str]]:
+    """The SQL texts the store executes inside the block (either backend)."""
+    statements: list[str] = []
+    db, store._db = store._db, _Recording(store._db, statements)
+    try:
+        yield statements
+    finally:
+        store._db = db
