@@ -32,6 +32,7 @@ from node.storage.sqlite_schema import SCHEMA_VERSION
 
 _LOCK_KEY = 0x54415053  # "TAPS", with hashtext(schema) as the second key
 CONNECT_TIMEOUT = 10  # seconds, unless the URL gives connect_timeout
+LOCK_WAIT = 3.0  # seconds a node waits for the store's lock before it says "in use"
 
 # Schema 1, the tables of SQLite's schema 1 in PostgreSQL's types. Never edit it: a
 # change is a new migration below (the same as SQLite's, in this dialect).
@@ -149,14 +150,17 @@ def lock(db: psycopg.Connection, url: str) -> None:
             f"the event store {shown_url(url)} names no existing schema in its search_path: "
             "create the schema, or leave search_path out to use public"
         )
-    got = db.execute(
-        "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (_LOCK_KEY,)
-    ).fetchone()
-    if not (got and got[0]):
+    # A node killed a moment ago may still hold it until the server notices: wait a little.
+    db.execute("SELECT set_config('lock_timeout', %s, false)", (f"{LOCK_WAIT * 1000:.0f}ms",))
+    try:
+        db.execute("SELECT pg_advisory_lock(%s, hashtext(current_schema()))", (_LOCK_KEY,))
+    except psycopg.errors.LockNotAvailable:
         raise StoreFileError(
             f"the event store {shown_url(url)} (schema {row[0]}) is in use by another "
             "node: give each node its own database or schema"
-        )
+        ) from None
+    finally:
+        db.execute("RESET lock_timeout")
 
 
 def _judge(db: psycopg.Connection, url: str) -> int:
