@@ -115,9 +115,11 @@ def connect(url: str) -> psycopg.Connection:
     try:
         return psycopg.connect(url, autocommit=True, **extra)
     except psycopg.Error as exc:
-        raise StoreFileError(
-            f"cannot reach the event store {shown_url(url)}: {one_line(exc)}"
-        ) from None
+        words = one_line(exc).removeprefix("connection is bad: ")
+        # libpq checks the values (sslmode=sometimes, a host name) before it connects.
+        if "connection to server" not in words:
+            raise StoreFileError(f"bad store URL {shown_url(url)}: {words}") from None
+        raise StoreFileError(f"cannot reach the event store {shown_url(url)}: {words}") from None
 
 
 def open_database(url: str) -> tuple[psycopg.Connection, int]:

@@ -49,6 +49,7 @@ class Stores:
         self._prefix = "t_" + re.sub(r"[^a-z0-9]+", "_", test_name.lower())[:30].strip("_")
         self._made: dict[str, str] = {}
         self._schemas: list[str] = []
+        self.schemas: dict[str, str] = {}  # a PostgreSQL location → its schema
         self._admin = None
 
     @property
@@ -75,6 +76,7 @@ class Stores:
         schema = f"{self._prefix}_{os.getpid()}_{next(_serial)}"
         self.admin().execute(f'CREATE SCHEMA "{schema}"')
         self._schemas.append(schema)
+        self.schemas[with_schema(url, schema)] = schema
         return with_schema(url, schema)
 
     def admin(self):
