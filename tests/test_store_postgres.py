@@ -184,6 +184,16 @@ def test_a_second_node_on_the_same_store_is_refused(pg, monkeypatch):
     open_store(url).close()  # free again once the first has closed
 
 
+def test_commits_are_durable_even_where_the_server_says_otherwise(pg):
+    url = pg.location().replace("options=", "options=-csynchronous_commit%3Doff%20")
+    store = open_store(url)
+    try:
+        assert store._db.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        assert store._db.execute("SHOW search_path").fetchone()[0].startswith("t_")
+    finally:
+        store.close()
+
+
 def _cut(pg: Stores, store: PostgresStore) -> None:
     """The server ends the store's session, as a restart or a failover would."""
     pid = store._db.info.backend_pid
