@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.protocol.ids import is_group_id, is_server_id
+from node.storage.location import is_postgres_url
 
 DEFAULT_PORT = 8448
 
 _HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")  # a name or IPv4
 _PORT_RE = re.compile(r"[0-9]{1,5}")
+STORE_FILE = "events.sqlite3"  # the default store, in the data dir
 
 
 class ConfigError(ValueError):
@@ -51,6 +53,13 @@ class NodeConfig:
     initial_credit_bytes: int = 1 << 20
     max_message_size: int = 65536
     advertise_url: str | None = None  # the `url` of our key document; derived when None
+    # Where the events live: a postgresql:// URL, else the SQLite file in the data dir.
+    store: str | None = None
+
+    @property
+    def store_location(self) -> str:
+        """What :func:`node.storage.backends.open_store` opens for this node."""
+        return self.store or str(Path(self.data_dir) / STORE_FILE)
 
     @property
     def scheme(self) -> str:
@@ -155,6 +164,18 @@ def parse_peer_url(value: str) -> str:
         if not 1 <= port <= 65535:
             raise bad("port out of range (1–65535)")
     return f"{scheme}://{host}:{port}"
+
+
+def check_store_url(value: str) -> str:
+    """``--store``: a PostgreSQL URL (the SQLite store needs none: it is in the data dir).
+    Whether the server answers, and accepts the rest of the URL, is learnt at start."""
+    text = value.strip()
+    if not is_postgres_url(text):
+        raise ConfigError(
+            f"bad store {value!r}: give a postgresql://USER@HOST/DATABASE URL "
+            "(leave the store out to keep events in the data dir's SQLite file)"
+        )
+    return text
 
 
 def check_server_id(value: str) -> str:

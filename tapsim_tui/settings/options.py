@@ -29,6 +29,7 @@ from node.runtime.config import (
     PeerConfig,
     check_group_id,
     check_server_id,
+    check_store_url,
     parse_listen,
     parse_peer_url,
 )
@@ -303,7 +304,9 @@ def node_config_from(given: Mapping[str, Given]) -> NodeConfig:
     for item in (cert, key, ca):
         if item.value is not None and not Path(item.value).is_file():  # type: ignore[arg-type]
             raise item.error(f"no such file: {item.value}")
+    store = given["store"]
     config = NodeConfig(
+        store=None if store.value is None else _checked(store, check_store_url),  # type: ignore[arg-type]
         server_id=server_id,  # type: ignore[arg-type]
         data_dir=Path(given["data_dir"].value),  # type: ignore[arg-type]
         listen_host=host,
