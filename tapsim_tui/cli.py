@@ -15,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 
 from node.runtime.config import parse_listen
 from tapsim_tui.settings import (
@@ -47,7 +48,15 @@ def _run_demo(args: argparse.Namespace) -> int:
     source = read_config(args)  # checked whole; the demo uses its [keymap]
     from tapsim_tui.launch import run_demo
 
-    return run_demo(nodes=args.nodes, rate=args.rate, source=source)
+    record = Path(args.record) if args.record else None
+    max_mb = args.record_max_mb or 64.0
+    return run_demo(
+        nodes=args.nodes,
+        rate=args.rate,
+        source=source,
+        record=record,
+        record_max_bytes=int(max_mb * 1024 * 1024),
+    )
 
 
 def _check_keymap(source: ConfigSource) -> None:
