@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import platformdirs
 from textual.app import App, SystemCommand
@@ -24,6 +25,7 @@ from tapsim_tui.e2e import Keyring
 from tapsim_tui.handle import NodeHandle
 from tapsim_tui.screens.help import HelpScreen
 from tapsim_tui.screens.main import MAIN_BINDINGS, MainScreen
+from tapsim_tui.screens.replay import REPLAY_BINDINGS
 from tapsim_tui.settings import validate_keymap
 
 APP_BINDINGS = [
@@ -41,7 +43,8 @@ def screenshot_dir() -> Path:
 
 
 def all_bindings() -> list[Binding]:
-    return [*MAIN_BINDINGS, *APP_BINDINGS]
+    """Every binding with an id, the replay's too (one keymap for every command)."""
+    return [*MAIN_BINDINGS, *REPLAY_BINDINGS, *APP_BINDINGS]
 
 
 def binding_defaults() -> dict[str, str]:
@@ -53,6 +56,7 @@ class TapsimApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "tapsim"
     BINDINGS = APP_BINDINGS
+    EXTRA_BINDINGS: ClassVar[list[Binding]] = []  # the replay's, on its help screen
 
     def __init__(
         self,
@@ -138,7 +142,8 @@ class TapsimApp(App):
         )
 
     def help_rows(self) -> list[tuple[str, str, str]]:
-        rows = [(self.keys_for(b), b.description, b.id or "") for b in all_bindings()]
+        shown = [*MAIN_BINDINGS, *self.EXTRA_BINDINGS, *APP_BINDINGS]
+        rows = [(self.keys_for(b), b.description, b.id or "") for b in shown]
         palette = self.get_key_display(Binding(self.COMMAND_PALETTE_BINDING, "command_palette"))
         rows.append((palette, "Command palette: every action by name", "command_palette"))
         return rows
