@@ -43,13 +43,12 @@ def screenshot_dir() -> Path:
 
 
 def all_bindings() -> list[Binding]:
-    """Every binding with an id, the replay's too (one keymap for every command)."""
-    return [*MAIN_BINDINGS, *REPLAY_BINDINGS, *APP_BINDINGS]
+    return [*MAIN_BINDINGS, *APP_BINDINGS]
 
 
 def binding_defaults() -> dict[str, str]:
     """Binding id → default keys, for the keymap checks and the help screen."""
-    return {b.id: b.key for b in all_bindings() if b.id}
+    return {b.id: b.key for b in [*all_bindings(), *REPLAY_BINDINGS] if b.id}
 
 
 class TapsimApp(App):

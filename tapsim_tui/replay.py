@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import gzip
 import itertools
 import sys
 from collections import Counter, deque
@@ -110,10 +111,9 @@ def load(paths: Sequence[Path]) -> Recording:
     offset: float | None = None
     for path in paths:
         try:
-            with Path(path).open("rb") as f:
-                lines = f.readlines()
-        except OSError as exc:
-            raise ReplayError(f"{path}: {exc.strerror or exc}") from None
+            lines = read_lines(Path(path))
+        except (OSError, EOFError) as exc:
+            raise ReplayError(f"{path}: {getattr(exc, 'strerror', None) or exc}") from None
         for record in read_records(lines):
             if isinstance(record, BadLine):
                 problems.append(Problem(str(path), record.number, record.reason))
@@ -138,6 +138,15 @@ def load(paths: Sequence[Path]) -> Recording:
     if not nodes:
         raise ReplayError(f"no recording in {', '.join(map(str, paths))}")
     return Recording(nodes, problems, [str(p) for p in paths], offset or 0.0)
+
+
+def read_lines(path: Path) -> list[bytes]:
+    """A recording file's lines; a ``.gz`` one (e.g. compressed to keep) read through gzip."""
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "rb") as f:
+            return f.readlines()
+    with path.open("rb") as f:
+        return f.readlines()
 
 
 class Player:

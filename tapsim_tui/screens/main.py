@@ -58,7 +58,7 @@ _SEND = Binding.Group("Send")
 _REPAIR = Binding.Group("Repair")
 _VIEW = Binding.Group("View")
 _FAULTS = Binding.Group("Faults")
-_RECORD = Binding.Group("Rec")
+_RECORD = Binding.Group("Record")
 
 # Footer labels are short (groups share one); the help screen and the command palette
 # show each binding's own description.
@@ -78,12 +78,12 @@ MAIN_BINDINGS = [
     Binding("w", "history_window", "History window 1/5/15 min", id="history_window", group=_VIEW),
     Binding("o", "sort", "Sort by next column", id="sort", group=_VIEW),
     Binding("n", "switch_node", "Show next node", id="switch_node", group=_VIEW),
-    Binding("ctrl+r", "toggle_recording", "Record the wire on/off", id="record", group=_RECORD),
     Binding("x", "fault_cut", "Fault: cut the link", id="fault_cut", group=_FAULTS),
     Binding("k", "fault_ack_pause", "Fault: pause our ACKs", id="fault_ack_pause", group=_FAULTS),
     Binding(
         "c", "fault_credit_one", "Fault: grant 1 event credit", id="fault_credit_one", group=_FAULTS
     ),
+    Binding("ctrl+e", "toggle_recording", "Record on/off", id="record", group=_RECORD),
 ]
 
 _FAULT_ACTIONS = {

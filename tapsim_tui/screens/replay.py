@@ -38,7 +38,7 @@ REPLAY_BINDINGS = [
         "right_square_bracket", "replay_forward", "Replay: seek on 10 s", id="replay_forward",
         show=False,
     ),
-    Binding("home", "replay_start", "Replay: back to the start", id="replay_start", show=False),
+    Binding("0", "replay_start", "Replay: back to the start (0:00)", id="replay_start", show=False),
 ]  # fmt: skip
 
 
