@@ -8,7 +8,14 @@ from pathlib import Path
 from node.protocol.frames import parse_frame
 from node.runtime.recorder import _Stream, _Writer
 from node.view.commands import StartRecording, StopRecording
-from node.view.recording import BadLine, FrameRecord, Header, SnapshotRecord, read_records
+from node.view.recording import (
+    BadLine,
+    FrameRecord,
+    Header,
+    SnapshotRecord,
+    encode_frame,
+    read_records,
+)
 from tests.nodes import start_node, streams_up, summary, wait_until
 
 
@@ -132,3 +139,23 @@ def test_frames_split_across_reads_are_joined_and_a_mid_line_start_is_dropped():
     assert frames(late, "in", b'{"e":5}\n') == [b'{"e":5}']
     whole = _Stream(3, "g!test", "acceptor", synced=False)
     assert frames(whole, "out", b'{"f":6}\n') == [b'{"f":6}']
+
+
+def test_the_writers_own_encoding_is_the_formats(tmp_path):
+    writer = _Writer(tmp_path, "alice", 1 << 20, lambda: 5.0, lambda: 1e9)
+    try:
+        stream = _Stream(7, "g!test", "initiator", synced=True)
+        data = b'{"type":"PING","x":"\\u00e9 \xc3\xa9 \\"q\\""}\n{"bad":"\xff"}\n'
+        for peer in (None, "bob"):
+            writer._item((1234.5, "out", stream, peer, data))
+    finally:
+        writer.close()
+    lines = writer.path.read_bytes().splitlines(keepends=True)[1:]
+    expected = [
+        encode_frame(FrameRecord(1234.5, "out", "alice", peer, "g!test", "initiator", 7, line))
+        for peer in (None, "bob")
+        for line in (b'{"type":"PING","x":"\\u00e9 \xc3\xa9 \\"q\\""}',)
+    ]
+    assert [lines[0], lines[2]] == expected
+    # A frame that is not UTF-8 is still written (a reader may report it as a bad line).
+    assert lines[1].startswith(b'{"k":"frame","t":1234.5,"dir":"out","node":"alice"')

@@ -1,10 +1,13 @@
 """The wire recorder: every frame a node's streams read and write, and a snapshot a second.
 
-The event loop only queues what it saw: one ``put`` of the bytes read or written (with
-the time and the stream's peer) per read or write, and a snapshot once a second. A writer
-thread splits the bytes into frames at their newlines (keeping a partial line until its
-end arrives), encodes the lines of the format in ``node.view.recording`` and writes them
-in batches, one flush per batch, opening the next part of the file at the size cap.
+The event loop only notes what it saw: one list append of the bytes read or written (with
+the time and the stream's peer) per read or write, and a snapshot once a second; four
+times a second it hands the list to a writer thread. Waking that thread for every read
+would cost the loop more than the writing itself (each wake-up takes the interpreter lock
+from the loop), so it wakes four times a second. The writer splits the bytes into frames
+at their newlines (keeping a partial line until its end arrives), encodes the lines of the
+format in ``node.view.recording`` and writes them, one flush per batch, opening the next
+part of the file at the size cap.
 
 Files are named ``{node}-{start, UTC}-{part}.ndjson`` in the recording's directory, so
 the recordings of the nodes of one demo sit side by side and sort in time.
@@ -16,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import json
 import queue
 import threading
 import time
@@ -38,6 +42,7 @@ from node.view.recording import (
 from node.view.snapshot import NodeSnapshot
 
 SNAPSHOT_EVERY = 1.0  # seconds
+HAND_OVER_EVERY = 0.25  # seconds between batches handed to the writer thread
 
 
 class Tapped(Protocol):
@@ -56,13 +61,19 @@ class Tapped(Protocol):
 class _Stream:
     """One tapped stream, as the writer thread sees it."""
 
-    __slots__ = ("group", "number", "partial", "role", "synced")
+    __slots__ = ("group", "number", "partial", "peers", "role", "synced", "tail")
 
     def __init__(self, number: int, group: str, role: str, synced: bool) -> None:
         self.number = number
         self.group = group
         self.role = role
         self.partial = {IN: b"", "out": b""}
+        # The encoded fields that never change, and the peer's (null until the HELLO).
+        self.tail = b"".join(
+            (b',"group":', orjson.dumps(group), b',"role":', orjson.dumps(role),
+             b',"stream":', orjson.dumps(number), b',"line":')
+        )  # fmt: skip
+        self.peers: dict[str | None, bytes] = {}
         # A stream tapped while it runs may be mid-line: its first piece is kept only
         # if it is a whole frame (see _Writer._frames).
         self.synced = {IN: synced, "out": synced}
@@ -90,6 +101,7 @@ class Recorder:
         self._numbers = itertools.count(1)
         self._writer: _Writer | None = None
         self._ticker: asyncio.Task | None = None
+        self._batch: list[tuple] = []  # noted on the loop, handed to the writer in one go
 
     @property
     def recording(self) -> bool:
@@ -125,10 +137,10 @@ class Recorder:
             return
         role = getattr(runner.role, "value", str(runner.role))
         stream = _Stream(next(self._numbers), runner.group_id, role, not mid_stream)
-        put, clock = writer.queue.put, self._clock
+        note, clock = self._batch.append, self._clock
 
         def tap(direction: str, data: bytes) -> None:
-            put((clock(), direction, stream, runner.peer_id, data))
+            note((clock(), direction, stream, runner.peer_id, data))
 
         runner.recording = tap
 
@@ -144,7 +156,8 @@ class Recorder:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
-        self._put_snapshot(writer)  # the last picture, so a replay ends where it stopped
+        self._put_snapshot()  # the last picture, so a replay ends where it stopped
+        self._hand_over(writer)
         writer.close()
         last = str(writer.path)
         if writer.error:
@@ -154,6 +167,8 @@ class Recorder:
         return last
 
     async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_snapshot = loop.time()
         while True:
             writer = self._writer
             if writer is None:
@@ -162,13 +177,22 @@ class Recorder:
                 self._log(f"recording failed: {writer.error}")
                 self.stop(())
                 return
-            self._put_snapshot(writer)
-            await asyncio.sleep(SNAPSHOT_EVERY)
+            if loop.time() >= next_snapshot:
+                next_snapshot += SNAPSHOT_EVERY
+                self._put_snapshot()
+            self._hand_over(writer)
+            await asyncio.sleep(HAND_OVER_EVERY)
 
-    def _put_snapshot(self, writer: _Writer) -> None:
+    def _put_snapshot(self) -> None:
         # The frame log is left out: the recording holds every frame itself.
         snapshot = dataclasses.replace(self._snapshot(), frame_log=())
-        writer.queue.put((self._clock(), "snapshot", None, None, snapshot))
+        self._batch.append((self._clock(), "snapshot", None, None, snapshot))
+
+    def _hand_over(self, writer: _Writer) -> None:
+        if self._batch:
+            batch = self._batch.copy()
+            self._batch.clear()  # the same list: the taps append to it
+            writer.queue.put(batch)
 
 
 class _Writer:
@@ -187,6 +211,7 @@ class _Writer:
         self._node = node
         self._max = max(max_bytes, 4096)
         self._clock, self._wall = clock, wall
+        self._name = b',"node":' + orjson.dumps(node)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(wall()))
         base = f"{node}-{stamp}"
         for n in itertools.count(2):  # a second recording started in the same second
@@ -226,22 +251,18 @@ class _Writer:
 
     def _run(self) -> None:
         get = self.queue.get
-        done = False
-        while not done:
-            batch = [get()]
-            with contextlib.suppress(queue.Empty):
-                while len(batch) < 4096:
-                    batch.append(self.queue.get_nowait())
-            for item in batch:
-                if item is None:
-                    done = True
-                    break
-                if self.error:
-                    continue
-                try:
-                    self._item(item)
-                except OSError as exc:
-                    self.error = f"{self.path}: {exc.strerror or exc}"
+        while True:
+            batch = get()
+            if batch is None:
+                break
+            try:
+                for item in batch:
+                    if not self.error:
+                        self._item(item)
+            except OSError as exc:
+                self.error = f"{self.path}: {exc.strerror or exc}"
+            except Exception as exc:  # a bug: stop recording and say so, never pile up
+                self.error = f"{self.path}: {type(exc).__name__}: {exc}"
             if not self.error:
                 try:
                     self._file.flush()  # type: ignore[union-attr]
@@ -255,11 +276,32 @@ class _Writer:
         if stream is None:
             self._write(encode_snapshot_record(SnapshotRecord(t, self._node, data)))
             return
-        for line in self._frames(stream, direction, data):
-            record = FrameRecord(
-                t, direction, self._node, peer, stream.group, stream.role, stream.number, line
-            )
-            self._write(encode_frame(record))
+        lines = self._frames(stream, direction, data)
+        if not lines:
+            return
+        encoded_peer = stream.peers.get(peer)
+        if encoded_peer is None:
+            encoded_peer = stream.peers[peer] = b',"peer":' + orjson.dumps(peer)
+        head = b"".join(
+            (b'{"k":"frame","t":', orjson.dumps(t), _DIRECTION[direction], self._name,
+             encoded_peer, stream.tail)
+        )  # fmt: skip
+        dumps = orjson.dumps
+        try:
+            encoded = [head + dumps(line.decode()) + b"}\n" for line in lines]
+        except UnicodeDecodeError:  # not UTF-8: the format's own way (surrogateescape)
+            for line in lines:
+                record = FrameRecord(
+                    t, direction, self._node, peer, stream.group, stream.role, stream.number, line
+                )
+                self._write(_encode_odd_frame(record))
+            return
+        out = b"".join(encoded)
+        if self._size + len(out) <= self._max:
+            self._write(out)
+        else:  # line by line: the part ends at the line that would cross the cap
+            for line in encoded:
+                self._write(line)
 
     @staticmethod
     def _frames(stream: _Stream, direction: str, data: bytes) -> list[bytes]:
@@ -270,6 +312,21 @@ class _Writer:
             if not _whole_frame(pieces[0]):
                 pieces.pop(0)
         return pieces
+
+
+_DIRECTION = {IN: b',"dir":"in"', "out": b',"dir":"out"'}
+
+
+def _encode_odd_frame(record: FrameRecord) -> bytes:
+    """A frame that is not UTF-8 (a peer's protocol violation), kept byte for byte with
+    ``surrogateescape`` as the format says; orjson refuses those, the stdlib writes them
+    (as ``\\udcXX`` escapes, which a reader may report as a bad line)."""
+    try:
+        return encode_frame(record)
+    except TypeError:
+        obj = orjson.loads(encode_frame(dataclasses.replace(record, line=b"")))
+        obj["line"] = record.line.decode("utf-8", "surrogateescape")
+        return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
 def _whole_frame(piece: bytes) -> bool:
