@@ -159,3 +159,11 @@ def test_the_writers_own_encoding_is_the_formats(tmp_path):
     assert [lines[0], lines[2]] == expected
     # A frame that is not UTF-8 is still written (a reader may report it as a bad line).
     assert lines[1].startswith(b'{"k":"frame","t":1234.5,"dir":"out","node":"alice"')
+
+
+def test_the_record_commands_cross_the_control_socket():
+    from node.view.codec import decode_command, encode_command
+
+    for command in (StartRecording(), StartRecording("/tmp/rec"), StopRecording()):
+        assert decode_command(encode_command(command)) == command
+    assert encode_command(StopRecording()) == {"kind": "stop_recording"}
