@@ -117,6 +117,21 @@ async def test_pause_speed_step_and_seek_keys_move_the_replay():
         assert player.position == player.start
 
 
+async def test_a_click_on_the_seek_bar_seeks_there():
+    from widgets.seek_bar import SeekBar
+
+    app = replay_app(paused=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        bar = app.main_screen.query_one(SeekBar)
+        start, room = bar._bar
+        await pilot.click(SeekBar, offset=(1 + start + (room - 1) // 2, 0))  # padding 1
+        player = app.player
+        assert player.elapsed == pytest.approx(player.length / 2, abs=player.length / room)
+        await pilot.click(SeekBar, offset=(1, 0))  # the clock, not the bar: nothing
+        assert player.elapsed == pytest.approx(player.length / 2, abs=player.length / room)
+
+
 def test_player_stops_at_the_end_and_plays_again_from_the_start():
     player = Player(load(fixture_files()))
     player.advance(3600.0)

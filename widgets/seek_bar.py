@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from textual import events
 from textual.content import Content
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
@@ -24,13 +26,22 @@ def fmt_clock(seconds: float) -> str:
 
 
 class SeekBar(Widget):
-    """``00:12 ━━━━━━●──────── 00:30``: the replay's position in its recording."""
+    """``00:12 ━━━━━━●──────── 00:30``: the replay's position in its recording; a click
+    on the bar asks to seek there (:class:`SeekBar.Seek`)."""
+
+    class Seek(Message):
+        """Seek to this share of the recording (0 … 1), from a click on the bar."""
+
+        def __init__(self, fraction: float) -> None:
+            super().__init__()
+            self.fraction = fraction
 
     DEFAULT_CSS = """
     SeekBar { height: 1; width: 1fr; padding: 0 1; }
     """
 
     position: reactive[SeekPosition | None] = reactive(None)
+    _bar: tuple[int, int] = (0, 0)  # the bar's first column and width, as last drawn
 
     def render(self) -> Content:
         pos = self.position
@@ -44,6 +55,7 @@ class SeekBar(Widget):
         room = max(4, width - len(left) - len(right))
         share = 0.0 if pos.length_s <= 0 else min(1.0, max(0.0, pos.elapsed_s / pos.length_s))
         at = min(room - 1, int(share * room))
+        self._bar = (len(left), room)
         return Content.assemble(
             left,
             ("━" * at, "$accent"),
@@ -51,3 +63,10 @@ class SeekBar(Widget):
             ("─" * (room - at - 1), "$text-muted"),
             (right, "$text-muted"),
         )
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        start, room = self._bar
+        if offset is None or room <= 1 or not start <= offset.x < start + room:
+            return
+        self.post_message(self.Seek((offset.x - start) / (room - 1)))

@@ -131,6 +131,11 @@ class ReplayScreen(MainScreen):
         self.player.seek(self.player.start)
         self.jumped()
 
+    def on_seek_bar_seek(self, message: SeekBar.Seek) -> None:
+        player = self.player
+        player.seek(player.start + message.fraction * player.length)
+        self.jumped()
+
     def action_switch_node(self) -> None:
         super().action_switch_node()
         self.show_position()
