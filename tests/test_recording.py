@@ -28,6 +28,14 @@ def recorded(directory: Path, node: str) -> list[Path]:
     return sorted(directory.glob(f"{node}-*.ndjson"))
 
 
+def acked(node, peer: str) -> bool:
+    """Every EVENT the node sent the peer acknowledged (and at least one sent)."""
+    sessions = [r.session for r in node.streams if r.peer_id == peer]
+    return sum(s.counters.events_out for s in sessions) > 0 and all(
+        s.unacked_bytes == 0 for s in sessions
+    )
+
+
 async def test_a_node_records_every_frame_both_ways(tmp_path):
     rec = tmp_path / "rec"
     alice = await start_node(tmp_path, "alice", ping_interval=1.0, record_dir=rec)
@@ -39,9 +47,7 @@ async def test_a_node_records_every_frame_both_ways(tmp_path):
             await alice.publish("g!test", b"from alice %d" % i)
             await bob.publish("g!test", b"from bob %d" % i)
         await wait_until(lambda: summary(alice)[0] == 20 and summary(bob)[0] == 20, what="20")
-        await wait_until(
-            lambda: alice.store.outbox_count("bob", "g!test") == 0, what="alice's outbox acked"
-        )
+        await wait_until(lambda: acked(alice, "bob") and acked(bob, "alice"), what="ACKs")
     finally:
         await bob.stop()
         await alice.stop()
@@ -79,11 +85,11 @@ async def test_the_record_command_starts_and_stops_on_a_live_stream(tmp_path):
         assert bob.execute(StartRecording(str(rec))) is not None  # already recording
         await alice.publish("g!test", b"while recording")
         await wait_until(lambda: summary(bob)[0] == 1, what="the event at bob")
-        await wait_until(
-            lambda: alice.store.outbox_count("bob", "g!test") == 0, what="bob's ACK at alice"
-        )
+        await wait_until(lambda: acked(alice, "bob"), what="bob's ACK at alice")
+        assert all(r.recording is not None for r in bob.streams)
         assert bob.execute(StopRecording()) is None
         assert bob.snapshot().recording == ""
+        assert all(r.recording is None for r in bob.streams)  # untapped: no cost left
         assert bob.execute(StopRecording()) == "not recording"
         await alice.publish("g!test", b"after the recording")
         await wait_until(lambda: summary(bob)[0] == 2, what="the second event at bob")

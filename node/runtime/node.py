@@ -276,7 +276,7 @@ class Node:
         if self._started:
             self.streams.abort_all("server stopped")
             if self.recorder is not None:
-                self.recorder.stop(self.streams)
+                self.recorder.stop()
             self.publisher.cancel()
             self._store_watch.stop()
             await self.ingest_queue.stop()
@@ -386,7 +386,7 @@ class Node:
             case StartRecording(directory=directory):
                 return self.start_recording(Path(directory) if directory else None)
             case StopRecording():
-                if self.recorder is None or self.recorder.stop(self.streams) is None:
+                if self.recorder is None or self.recorder.stop() is None:
                     return "not recording"
         return None
 

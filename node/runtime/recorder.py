@@ -23,6 +23,7 @@ import json
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
@@ -43,6 +44,9 @@ from node.view.snapshot import NodeSnapshot
 
 SNAPSHOT_EVERY = 1.0  # seconds
 HAND_OVER_EVERY = 0.25  # seconds between batches handed to the writer thread
+# Batches the writer may be behind (10 s) before new ones are dropped, and said so: a disk
+# slower than the wire must not fill the node's memory. The summary shows the gap.
+MAX_BEHIND = 40
 
 
 class Tapped(Protocol):
@@ -102,6 +106,8 @@ class Recorder:
         self._writer: _Writer | None = None
         self._ticker: asyncio.Task | None = None
         self._batch: list[tuple] = []  # noted on the loop, handed to the writer in one go
+        self._tapped: weakref.WeakSet = weakref.WeakSet()  # untapped when recording stops
+        self._dropped = 0
 
     @property
     def recording(self) -> bool:
@@ -143,16 +149,18 @@ class Recorder:
             note((clock(), direction, stream, runner.peer_id, data))
 
         runner.recording = tap
+        self._tapped.add(runner)
 
-    def stop(self, streams: Iterable[Tapped]) -> str | None:
+    def stop(self) -> str | None:
         """Stop recording: untap the streams, write what is queued and close the file.
         Returns the last file written (None when not recording)."""
         writer = self._writer
         if writer is None:
             return None
         self._writer = None
-        for runner in streams:
+        for runner in list(self._tapped):
             runner.recording = None
+        self._tapped.clear()
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
@@ -175,7 +183,7 @@ class Recorder:
                 return
             if writer.error:
                 self._log(f"recording failed: {writer.error}")
-                self.stop(())
+                self.stop()
                 return
             if loop.time() >= next_snapshot:
                 next_snapshot += SNAPSHOT_EVERY
@@ -189,10 +197,19 @@ class Recorder:
         self._batch.append((self._clock(), "snapshot", None, None, snapshot))
 
     def _hand_over(self, writer: _Writer) -> None:
-        if self._batch:
-            batch = self._batch.copy()
-            self._batch.clear()  # the same list: the taps append to it
-            writer.queue.put(batch)
+        if not self._batch:
+            return
+        batch = self._batch.copy()
+        self._batch.clear()  # the same list: the taps append to it
+        if writer.queue.qsize() >= MAX_BEHIND:
+            if not self._dropped:
+                self._log("recording falls behind the wire: frames dropped until it catches up")
+            self._dropped += len(batch)
+            return
+        if self._dropped:
+            self._log(f"recording caught up; {self._dropped} frames were not recorded")
+            self._dropped = 0
+        writer.queue.put(batch)
 
 
 class _Writer:
