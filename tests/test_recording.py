@@ -173,3 +173,16 @@ def test_the_record_commands_cross_the_control_socket():
     for command in (StartRecording(), StartRecording("/tmp/rec"), StopRecording()):
         assert decode_command(encode_command(command)) == command
     assert encode_command(StopRecording()) == {"kind": "stop_recording"}
+
+
+def test_demo_record_gives_every_node_the_dir_and_the_cap(tmp_path):
+    from tapsim_tui.cli import build_parser
+    from tapsim_tui.launch import demo_configs
+
+    args = build_parser().parse_args(["demo", "--record", "rec", "--record-max-mb", "2"])
+    assert (args.record, args.record_max_mb) == ("rec", 2.0)
+    configs = demo_configs(tmp_path, 3, tmp_path / "rec", 2 * 1024 * 1024)
+    assert [(c.server_id, c.record_dir, c.record_max_bytes) for c in configs] == [
+        (name, tmp_path / "rec", 2 * 1024 * 1024) for name in ("alice", "bob", "carol")
+    ]
+    assert all(c.record_dir is None for c in demo_configs(tmp_path, 2))
