@@ -166,7 +166,7 @@ class TapsimApp(App):
         """Every key binding in the command palette too, with its current key as help."""
         yield from super().get_system_commands(screen)
         main = self.main_screen
-        for binding in MAIN_BINDINGS:
+        for binding in [*MAIN_BINDINGS, *self.EXTRA_BINDINGS]:
             if binding.id == "switch_node" and len(self.handles) < 2:
                 continue
             if binding.id == "quit":  # the palette has its own

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.protocol.errors import ProtocolError
-from node.protocol.frames import Event, parse_frame
+from node.protocol.frames import Error, Event, parse_frame
 from node.view.commands import Command
 from node.view.framelog import TAIL, summarize
 from node.view.recording import (
@@ -303,8 +303,9 @@ def frame_type(line: bytes) -> str:
 
 def summary_lines(recording: Recording) -> list[str]:
     """The plain-text summary: per node its span, frames per type and direction, snapshots,
-    gaps (no record for longer than GAP seconds, or a stream's frame sequence skipping),
-    then every bad line with file:line and why."""
+    every ERROR frame (and frame that does not parse), gaps (no record for longer than GAP
+    seconds, or a stream's frame sequence skipping), then every bad line with file:line
+    and why."""
     out = [f"files: {len(recording.files)}  nodes: {len(recording.nodes)}  "
            f"span: {recording.end - recording.start:.1f} s"]  # fmt: skip
     for node in recording.nodes.values():
@@ -316,12 +317,19 @@ def summary_lines(recording: Recording) -> list[str]:
         counts: Counter[tuple[str, str]] = Counter()
         sequences: dict[tuple[int, str], int] = {}
         gaps: list[str] = []
+        errors: list[str] = []
         for record in node.frames:
             try:
                 frame = parse_frame(record.line)
                 kind, sequence = frame.type, frame.sequence
-            except (ProtocolError, ValueError):
+            except (ProtocolError, ValueError) as exc:
                 kind, sequence = "unreadable", None
+                errors.append(f"  {_where(record, recording)}: unreadable frame: {exc}")
+            else:
+                if isinstance(frame.payload, Error):
+                    errors.append(
+                        f"  {_where(record, recording)}: ERROR {summarize('ERROR', frame.payload)}"
+                    )
             counts[(kind, record.direction)] += 1
             key = (record.stream, record.direction)
             if sequence is not None:
@@ -346,12 +354,21 @@ def summary_lines(recording: Recording) -> list[str]:
                     f"  nothing recorded for {after - before:.1f} s "
                     f"from +{before - recording.start:.1f} s",
                 )
+        out.append(f"  errors: {len(errors)}")
+        out.extend(errors)
         out.append(f"  gaps: {len(gaps)}")
         out.extend(gaps)
     out.append("")
     out.append(f"bad lines: {len(recording.problems)}")
     out.extend(f"  {p}" for p in recording.problems)
     return out
+
+
+def _where(record: FrameRecord, recording: Recording) -> str:
+    """When and on which stream a frame was, for the summary."""
+    arrow = "←" if record.direction == "in" else "→"
+    return (f"+{record.t - recording.start:.1f} s {arrow} {record.peer or '?'} "
+            f"{record.group} stream {record.stream}")  # fmt: skip
 
 
 def run_summary(paths: Iterable[Path]) -> int:

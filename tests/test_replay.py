@@ -172,6 +172,8 @@ def test_summary_counts_frames_per_type_and_exits_0(capsys):
         assert f"\n{node}: " in out
     assert "  EVENT   in " in out and "  HELLO   in       2  out       2" in out
     assert "gaps: 0" in out and "bad lines: 0" in out
+    # The demo ended with every node saying SHUTDOWN on each of its streams.
+    assert "→ bob g!demo stream 1: ERROR SHUTDOWN (fatal): server stopping" in out
 
 
 def test_summary_reports_bad_lines_and_gaps_and_exits_1(tmp_path, capsys):
