@@ -15,6 +15,7 @@ event is there, each exactly once, and the fingerprint is that of what was sent.
 
 from __future__ import annotations
 
+import itertools
 import os
 import resource
 import time
@@ -179,7 +180,7 @@ async def test_the_snapshot_alerts_while_the_store_cannot_write(tmp_path):
             if "store cannot write" in line or "store writes again" in line
         ]
         assert changes and changes[0] == "cannot" and changes[-1] == "again", log
-        assert all(a != b for a, b in zip(changes, changes[1:])), log
+        assert all(a != b for a, b in itertools.pairwise(changes)), log
         assert streams_up(alice, "bob") and streams_up(bob, "alice")
     finally:
         await alice.stop()
