@@ -19,6 +19,7 @@ from node.protocol.session import Role, SessionConfig, StreamSession
 from node.runtime.config import NodeConfig
 from node.runtime.federation import CAPABILITIES
 from node.view.framelog import FrameLog
+from node.view.trace import TraceBook
 
 
 class SessionFactory:
@@ -28,11 +29,13 @@ class SessionFactory:
         identity: Identity,
         hello_auth: HelloAuthenticator,
         frame_log: FrameLog | None,
+        traces: TraceBook | None = None,
     ) -> None:
         self._config = config
         self._identity = identity
         self._hello_auth = hello_auth
         self._frame_log = frame_log
+        self._traces = traces
 
     def new(self, group_id: str, role: Role, peer_id: str | None) -> StreamSession:
         """A session for one stream; an initiator names the peer it expects."""
@@ -42,6 +45,9 @@ class SessionFactory:
             if self._frame_log is not None
             else None
         )
+        if self._traces is not None:
+            traced = self._traces.observer(lambda: session.peer_id, group_id, role.value)
+            observer = traced if observer is None else _both(observer, traced)
         expect = peer_id if role is Role.INITIATOR else None
 
         def make_hello(to: str, now: float) -> Frame:
@@ -76,3 +82,13 @@ class SessionFactory:
             now=time.time(),
         )
         return session
+
+
+def _both(first, second):
+    """One frame observer that calls two."""
+
+    def observe(direction: str, ftype: str, sequence: int, size: int, payload: object) -> None:
+        first(direction, ftype, sequence, size, payload)
+        second(direction, ftype, sequence, size, payload)
+
+    return observe
