@@ -22,6 +22,7 @@ SHOTS = {
     "main": ("tapsim demo: alice federating g!demo with bob and carol", SCENE_SIZE),
     "detail": ("detail pane: a stalled stream waiting for credit", SCENE_SIZE),
     "repair": ("anti-entropy repair in progress", SCENE_SIZE),
+    "heatmap": ("range heatmap: a repair half way through the group's event-id space", SCENE_SIZE),
     "help": ("keys (help screen)", SCENE_SIZE),
     "cut": ("alice cut her link with carol (x): the row stays, x again undoes it", SCENE_SIZE),
     "main-80x24": ("tapsim demo in an 80×24 terminal", (80, 24)),

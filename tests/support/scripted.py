@@ -540,6 +540,38 @@ def demo_nodes(clock: Callable[[], float]) -> list[ScriptedNode]:
     return nodes
 
 
+def time_ulid(at: float, n: int = 0) -> str:
+    """A canonical ULID of time ``at`` (its first 48 bits), for range bounds."""
+    value = (int(at * 1000) << 80) | n
+    return "".join(_ULID_ALPHABET[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def heatmap_marks(now: float) -> tuple[tuple[str, str, str], ...]:
+    """A repair half way: the group's last hour in 16 buckets, two differing and
+    descended into, one of their sub-ranges already repaired."""
+    hour = 3600.0
+    start = now - hour
+    bound = [time_ulid(start + i * hour / 16) for i in range(17)]
+    differing = {5, 11}
+    marks: list[tuple[str, str, str]] = [("", "", "differs")]
+    for i in range(16):
+        lo = "" if i == 0 else bound[i]
+        hi = "" if i == 15 else bound[i + 1]
+        marks.append((lo, hi, "differs" if i in differing else "equal"))
+    for i in differing:
+        sub = [time_ulid(start + i * hour / 16 + k * hour / 64) for k in range(5)]
+        for k in range(4):
+            marks.append((sub[k], sub[k + 1], "differs" if k in (1, 2) else "equal"))
+    marks.append(
+        (
+            time_ulid(start + 5 * hour / 16 + hour / 64),
+            time_ulid(start + 5 * hour / 16 + hour / 32),
+            "repaired",
+        )
+    )
+    return tuple(marks)
+
+
 def trouble_node(clock: Callable[[], float]) -> ScriptedNode:
     """One node whose links show every kind of trouble the dashboard explains."""
     now = clock()
@@ -616,6 +648,7 @@ def trouble_node(clock: Callable[[], float]) -> ScriptedNode:
                 (fake_ulid(40_000), fake_ulid(41_000)),
                 (fake_ulid(52_000), fake_ulid(52_500)),
             ),
+            range_marks=heatmap_marks(now),
         ),
         RepairSnapshot(
             "server-gwen",
@@ -659,7 +692,8 @@ def replay(app, clock: FixedClock, seconds: float = 300.0, step: float = 1.0) ->
 
 
 def scene(name: str):
-    """(app, run_before) for a named scene: main, detail, stalled, repair, help, cut."""
+    """(app, run_before) for a named scene: main, detail, stalled, repair, heatmap, help,
+    cut."""
     from tapsim_tui.app import TapsimApp  # late: keep the scripted node free of textual
 
     clock = FixedClock()
@@ -675,6 +709,7 @@ def scene(name: str):
             "detail": "server-bob|g!demo|initiator",
             "stalled": "server-bob|g!demo|initiator",
             "repair": "server-erin|g!demo|acceptor",
+            "heatmap": "server-erin|g!demo|acceptor",
         }[name]
     app = TapsimApp(nodes, passphrases=DEMO_PASSPHRASES, clock=clock, live=False)
 
@@ -691,9 +726,15 @@ def scene(name: str):
 
             screen.query_one(StreamsTable).select_key(select)
         await pilot.pause()
-        if name in ("detail", "repair"):
+        if name in ("detail", "repair", "heatmap"):
             screen.query_one("#detail").focus()
             await pilot.press("z")
+        if name == "heatmap":
+            from widgets.range_heatmap import RangeHeatmap
+
+            screen.query_one("#detail").scroll_to_widget(
+                screen.query_one(RangeHeatmap), animate=False, top=True
+            )
         if name == "cut":
             await pilot.press("x")
             clock.advance(6)
