@@ -25,6 +25,7 @@ from node.view.trace import (
     STORED,
     Trace,
     TraceBook,
+    TraceLog,
     merge,
     trace_lines,
     trace_recordings,
@@ -140,6 +141,28 @@ def test_the_book_keeps_only_the_newest_events():
     assert book.trace(events[-1].event_id).found
     assert not book.trace(events[0].event_id).found
     assert book.recent(3) == tuple(e.event_id for e in reversed(events[-3:]))
+
+
+def test_a_live_log_keeps_only_its_newest_frames_and_folds_on_demand():
+    clock = Clock()
+    log = TraceLog("bob", frames=100)
+    observe = log.observer(lambda: "alice", GROUP, "initiator", clock)
+    events = [_event(seq=i + 1, at=clock.now + i) for i in range(300)]
+    for i, event in enumerate(events):
+        clock.tick()
+        observe("in", "EVENT", 2 * i + 1, 400, event)
+        observe("out", "ACK", i + 1, 90, Ack(2 * i + 1, [event.event_id]))
+        observe("in", "PING", 2 * i + 2, 60, None)  # not kept
+    log.stored(GROUP, events[-1:], "alice", clock.tick())
+    assert not log.trace(events[0].event_id).found
+    last = log.trace(events[-1].event_id)
+    assert [(s.kind, s.peer, s.sequence) for s in last.steps] == [
+        (RECEIVED, "alice", 599),
+        (ACKED, "alice", 599),
+        (STORED, "alice", None),
+    ]
+    assert last.author == "alice" and last.author_seq == 300
+    assert log.recent(2) == (events[-1].event_id, events[-2].event_id)
 
 
 def test_authored_time_is_the_event_ids_time():

@@ -70,7 +70,7 @@ from node.view.commands import (
 from node.view.control import NodeFacts
 from node.view.framelog import FrameLog
 from node.view.snapshot import Fault, LinkFault, NodeSnapshot, PeerConfigSnapshot
-from node.view.trace import Trace, TraceBook
+from node.view.trace import Trace, TraceLog
 
 RENEW_CHECK = 86400.0  # seconds between checks that our key document is not near expiry
 MAX_STREAMS = 1000  # inbound streams over all connections, beyond which we answer 503
@@ -90,7 +90,7 @@ class Node:
         self.server_id = config.server_id
         self.started_at = time.time()
         self.frame_log = FrameLog() if record_frames else None
-        self.traces = TraceBook(config.server_id) if record_frames else None
+        self.traces = TraceLog(config.server_id) if record_frames else None
         self.log = NodeLog(on_log)
         self.counters = Counters()
         self.store_thread = StoreThread()

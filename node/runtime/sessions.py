@@ -19,7 +19,7 @@ from node.protocol.session import Role, SessionConfig, StreamSession
 from node.runtime.config import NodeConfig
 from node.runtime.federation import CAPABILITIES
 from node.view.framelog import FrameLog
-from node.view.trace import TraceBook
+from node.view.trace import TraceLog
 
 
 class SessionFactory:
@@ -29,7 +29,7 @@ class SessionFactory:
         identity: Identity,
         hello_auth: HelloAuthenticator,
         frame_log: FrameLog | None,
-        traces: TraceBook | None = None,
+        traces: TraceLog | None = None,
     ) -> None:
         self._config = config
         self._identity = identity
@@ -46,8 +46,9 @@ class SessionFactory:
             else None
         )
         if self._traces is not None:
-            traced = self._traces.observer(lambda: session.peer_id, group_id, role.value)
-            observer = traced if observer is None else _both(observer, traced)
+            observer = self._traces.observer(
+                lambda: session.peer_id, group_id, role.value, then=observer
+            )
         expect = peer_id if role is Role.INITIATOR else None
 
         def make_hello(to: str, now: float) -> Frame:
@@ -82,13 +83,3 @@ class SessionFactory:
             now=time.time(),
         )
         return session
-
-
-def _both(first, second):
-    """One frame observer that calls two."""
-
-    def observe(direction: str, ftype: str, sequence: int, size: int, payload: object) -> None:
-        first(direction, ftype, sequence, size, payload)
-        second(direction, ftype, sequence, size, payload)
-
-    return observe

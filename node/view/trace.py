@@ -1,11 +1,11 @@
 """One event's way across the federation: who authored it, when, and every hop it crossed.
 
-A node keeps a :class:`TraceBook`: for each recent event (the newest ``size``), the
-steps this node saw it take, as tuples pushed on the hot path (an EVENT read or
-written, the ACKs that name or cover it, the store commit). Words and values are made
-only when a trace is asked for. The same book folds the frames of a wire recording
-(:func:`trace_recordings`), so a trace can follow an event over every node recorded;
-traces of several nodes' views merge by time (:func:`merge`).
+A live node keeps a :class:`TraceLog`: its newest EVENT and ACK frames and store
+commits, one tuple each, pushed on the hot path. Only when a trace is asked for are they
+folded, by a :class:`TraceBook`, into the steps one event took on this node, and put in
+words. The same fold reads the frames of a wire recording (:func:`trace_recordings`),
+so a trace can follow an event over every node recorded; traces of several nodes'
+views merge by time (:func:`merge`).
 
 Steps, as one node sees them:
 
@@ -39,7 +39,7 @@ ACKED = "acked"
 SENT = "sent"
 PEER_ACKED = "peer_acked"
 
-BOOK_SIZE = 10_000  # events a live node keeps steps for
+BOOK_SIZE = 10_000  # events a book keeps steps for
 
 # Steps of one instant in the order they happen.
 _ORDER = {AUTHORED: 0, SENT: 1, RECEIVED: 2, STORED: 3, ACKED: 4, PEER_ACKED: 5}
@@ -241,9 +241,9 @@ class TraceBook:
 
         def observe(direction: str, ftype: str, sequence: int, size: int, payload: Any) -> None:
             if ftype == "EVENT":
-                if type(payload) is not Event:
+                event_id = getattr(payload, "event_id", None)
+                if event_id is None:
                     return
-                event_id = payload.event_id
                 if only is not None and event_id != only:
                     return
                 steps = lookup(event_id)
@@ -319,6 +319,112 @@ class _Cursor:
     def __init__(self) -> None:
         self.t = 0.0
         self.peer: str | None = None
+
+
+LOG_FRAMES = 50_000  # EVENT and ACK frames a live node keeps (about 10,000 relayed events)
+LOG_COMMITS = 20_000  # store commits kept
+
+
+class TraceLog:
+    """A live node's raw material for traces: its newest EVENT and ACK frames and store
+    commits, one tuple each, folded into a :class:`Trace` only when one is asked for.
+
+    On the hot path an observer compares the frame type and, for an EVENT or an ACK,
+    pushes one tuple on a bounded deque; other frames cost one comparison.
+    """
+
+    def __init__(self, node: str, frames: int = LOG_FRAMES, commits: int = LOG_COMMITS) -> None:
+        self.node = node
+        self._frames: deque[tuple] = deque(maxlen=frames)
+        self._commits: deque[tuple] = deque(maxlen=commits)
+        self._streams = 0
+
+    def observer(
+        self,
+        peer: Callable[[], str | None],
+        group_id: str,
+        role: str,
+        clock: Callable[[], float] = time.time,
+        then: Callable[[str, str, int, int, Any], None] | None = None,
+    ) -> Callable[[str, str, int, int, Any], None]:
+        """A session ``frame_observer`` for one stream; ``then``: another observer to
+        call with every frame first (the frame log's), one call instead of two."""
+        self._streams += 1
+        where = (self._streams, group_id, role)
+        append = self._frames.append
+        if then is None:
+
+            def then(direction: str, ftype: str, sequence: int, size: int, payload: Any) -> None:
+                pass
+
+        def observe(direction: str, ftype: str, sequence: int, size: int, payload: Any) -> None:
+            then(direction, ftype, sequence, size, payload)
+            if ftype == "EVENT":
+                append(
+                    (
+                        clock(),
+                        where,
+                        peer(),
+                        direction,
+                        sequence,
+                        payload.event_id,
+                        payload.author,
+                        payload.seq,
+                    )
+                )
+            elif ftype == "ACK":
+                append((clock(), where, peer(), direction, sequence, None, payload, 0))
+
+        return observe
+
+    def stored(self, group_id: str, events: Iterable[Event], hop: str, at: float) -> None:
+        """The store committed ``events`` that came from ``hop`` (ourselves: authored)."""
+        self._commits.append((at, group_id, hop, [(e.event_id, e.author, e.seq) for e in events]))
+
+    def trace(self, event_id: str) -> Trace:
+        """This node's view of one event; a trace without steps when it saw none."""
+        book = TraceBook(self.node, only=event_id)
+        cursor = _Cursor()
+        observers: dict[int, Callable[..., None]] = {}
+        for at, where, who, direction, sequence, eid, author, seq in list(self._frames):
+            if eid is None:  # an ACK: `author` holds its payload
+                ftype, payload = "ACK", author
+            elif eid != event_id:
+                continue
+            else:
+                ftype, payload = "EVENT", _Carried(eid, author, seq)
+            observe = observers.get(where[0])
+            if observe is None:
+                observe = observers[where[0]] = book.observer(
+                    lambda: cursor.peer, where[1], where[2], lambda: cursor.t
+                )
+            cursor.t, cursor.peer = at, who
+            observe(direction, ftype, sequence, 0, payload)
+        for at, group_id, hop, held in list(self._commits):
+            for eid, author, seq in held:
+                if eid == event_id:
+                    book.stored(group_id, [_Carried(eid, author, seq)], hop, at)
+        return book.trace(event_id)
+
+    def recent(self, limit: int = 20) -> tuple[str, ...]:
+        """The newest event ids seen in frames, newest first."""
+        ids: list[str] = []
+        for record in reversed(self._frames):
+            eid = record[5]
+            if eid is not None and eid not in ids:
+                ids.append(eid)
+                if len(ids) >= limit:
+                    break
+        return tuple(ids)
+
+
+@dataclass(frozen=True, slots=True)
+class _Carried:
+    """What a trace needs of an EVENT's payload."""
+
+    event_id: str
+    author: str
+    seq: int
 
 
 def trace_recordings(
@@ -427,7 +533,7 @@ def trace_lines(trace: Trace, compact: bool = False) -> list[str]:
     lines.append(f"author {who}{seq}{when}")
     seen = ", ".join(trace.nodes) if trace.nodes else "none"
     if not trace.found:
-        lines.append(f"not seen by {seen} (a node remembers its newest {BOOK_SIZE:,} events)")
+        lines.append(f"not seen by {seen} (a node remembers about its newest {BOOK_SIZE:,} events)")
         return lines
     lines.append(f"route {trace.route_text()}")
     lines.append(f"seen by {seen}")
