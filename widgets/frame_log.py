@@ -215,6 +215,8 @@ class FrameLog(RichLog):
         self.auto_scroll = line is None
         self._line_cache.clear()
         self.refresh()
+        if self.is_mounted:
+            self._retitle()
 
     def selected_event(self) -> str | None:
         """The EVENT under the cursor, else the newest EVENT shown."""
@@ -284,6 +286,8 @@ class FrameLog(RichLog):
         self.border_title = title
         if self.paused:
             self.border_subtitle = f"PAUSED +{self.held_back} new"
+        elif self.cursor_line is not None:
+            self.border_subtitle = "⏎ trace · ↓ past the last: follow"
         else:
             self.border_subtitle = ""
 
