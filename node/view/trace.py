@@ -321,7 +321,7 @@ class _Cursor:
         self.peer: str | None = None
 
 
-LOG_FRAMES = 50_000  # EVENT and ACK frames a live node keeps (about 10,000 relayed events)
+LOG_FRAMES = 30_000  # EVENT and ACK frames a live node keeps (~10,000 relayed events, ~5 MB)
 LOG_COMMITS = 20_000  # store commits kept
 
 
@@ -382,20 +382,30 @@ class TraceLog:
         self._commits.append((at, group_id, hop, [(e.event_id, e.author, e.seq) for e in events]))
 
     def trace(self, event_id: str) -> Trace:
-        """This node's view of one event; a trace without steps when it saw none."""
+        """This node's view of one event; a trace without steps when it saw none.
+
+        Only the streams that carried the event are folded, and of their ACKs only
+        ours that name it and the peer's after it was sent: a few milliseconds for a
+        full log."""
+        frames = list(self._frames)
+        carried = {record[1] for record in frames if record[5] == event_id}
         book = TraceBook(self.node, only=event_id)
         cursor = _Cursor()
-        observers: dict[int, Callable[..., None]] = {}
-        for at, where, who, direction, sequence, eid, author, seq in list(self._frames):
+        observers: dict[tuple, Callable[..., None]] = {}
+        for at, where, who, direction, sequence, eid, author, seq in frames:
+            if where not in carried:
+                continue
             if eid is None:  # an ACK: `author` holds its payload
+                if direction == "out" and event_id not in (author.event_ids or ()):
+                    continue
                 ftype, payload = "ACK", author
             elif eid != event_id:
                 continue
             else:
                 ftype, payload = "EVENT", _Carried(eid, author, seq)
-            observe = observers.get(where[0])
+            observe = observers.get(where)
             if observe is None:
-                observe = observers[where[0]] = book.observer(
+                observe = observers[where] = book.observer(
                     lambda: cursor.peer, where[1], where[2], lambda: cursor.t
                 )
             cursor.t, cursor.peer = at, who
