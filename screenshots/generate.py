@@ -24,6 +24,8 @@ SHOTS = {
     "repair": ("anti-entropy repair in progress", SCENE_SIZE),
     "heatmap": ("range heatmap: a repair half way through the group's event-id space", SCENE_SIZE),
     "help": ("keys (help screen)", SCENE_SIZE),
+    "trace": ("trace of one event: Enter on an EVENT in the frame log", SCENE_SIZE),
+    "trace-80x24": ("trace of one event in an 80×24 terminal", (80, 24)),
     "cut": ("alice cut her link with carol (x): the row stays, x again undoes it", SCENE_SIZE),
     "main-80x24": ("tapsim demo in an 80×24 terminal", (80, 24)),
 }

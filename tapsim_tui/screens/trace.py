@@ -48,7 +48,7 @@ def gather(handles: Sequence[object], event_id: str) -> Trace:
 def render_trace(trace: Trace, width: int) -> Text:
     text = Text(no_wrap=False)
     section = ""
-    for line in trace_lines(trace, compact=width < _COMPACT_BELOW):
+    for line in trace_lines(trace, compact=width < _COMPACT_BELOW)[1:]:  # the id: the title
         if line in ("hops", "steps"):
             section = line
             text.append(line + "\n", "bold underline")

@@ -39,6 +39,17 @@ from node.view.snapshot import (
     RepairSnapshot,
     StreamSnapshot,
 )
+from node.view.trace import (
+    ACKED,
+    AUTHORED,
+    PEER_ACKED,
+    RECEIVED,
+    SENT,
+    STORED,
+    Trace,
+    TraceStep,
+    ulid_time,
+)
 from tapsim_tui.e2e import GroupCipher
 
 DEMO_GROUP = "g!demo"
@@ -187,6 +198,19 @@ class ScriptedNode:
                 ),
                 alerts=tuple(self.alerts),
             )
+
+    def trace(self, event_id: str, timeout: float = 0.0) -> Trace:
+        """This node's view of :func:`scripted_trace`."""
+        whole = scripted_trace(event_id)
+        mine = tuple(step for step in whole.steps if step.node == self._server_id)
+        return Trace(
+            event_id,
+            whole.author,
+            whole.author_seq,
+            whole.group_id,
+            mine,
+            (self._server_id,),
+        )
 
     def _initiated(self, group_id: str) -> set[str]:
         return {s.peer_id for s in self.streams if s.group_id == group_id and s.role == "initiator"}
@@ -540,6 +564,31 @@ def demo_nodes(clock: Callable[[], float]) -> list[ScriptedNode]:
     return nodes
 
 
+def scripted_trace(event_id: str) -> Trace:
+    """Any event as authored by alice, relayed alice → bob → carol, and sent by alice to
+    carol too (a duplicate there), with times after its id's time."""
+    t0 = ulid_time(event_id) or 0.0
+    a, b, c = "server-alice", "server-bob", "server-carol"
+    ms = 0.001
+    steps = (
+        TraceStep(t0 + 0.4 * ms, a, AUTHORED),
+        TraceStep(t0 + 0.9 * ms, a, SENT, b, "initiator", 1, 812),
+        TraceStep(t0 + 1.6 * ms, b, RECEIVED, a, "acceptor", 1, 809),
+        TraceStep(t0 + 5.2 * ms, b, STORED, a),
+        TraceStep(t0 + 5.4 * ms, b, ACKED, a, "acceptor", 1, 809),
+        TraceStep(t0 + 5.8 * ms, b, SENT, c, "initiator", 3, 640),
+        TraceStep(t0 + 6.3 * ms, a, PEER_ACKED, b, "initiator", 1, 812),
+        TraceStep(t0 + 6.9 * ms, c, RECEIVED, b, "acceptor", 3, 640),
+        TraceStep(t0 + 9.7 * ms, c, STORED, b),
+        TraceStep(t0 + 9.9 * ms, c, ACKED, b, "acceptor", 3, 640),
+        TraceStep(t0 + 10.6 * ms, b, PEER_ACKED, c, "initiator", 3, 640),
+        TraceStep(t0 + 31.0 * ms, a, SENT, c, "initiator", 2, 820),
+        TraceStep(t0 + 31.8 * ms, c, RECEIVED, a, "acceptor", 2, 818),
+        TraceStep(t0 + 33.1 * ms, a, PEER_ACKED, c, "initiator", 2, 820),
+    )
+    return Trace(event_id, a, 431, DEMO_GROUP, steps, (a, b, c))
+
+
 def time_ulid(at: float, n: int = 0) -> str:
     """A canonical ULID of time ``at`` (its first 48 bits), for range bounds."""
     value = (int(at * 1000) << 80) | n
@@ -693,11 +742,11 @@ def replay(app, clock: FixedClock, seconds: float = 300.0, step: float = 1.0) ->
 
 def scene(name: str):
     """(app, run_before) for a named scene: main, detail, stalled, repair, heatmap, help,
-    cut."""
+    cut, trace."""
     from tapsim_tui.app import TapsimApp  # late: keep the scripted node free of textual
 
     clock = FixedClock()
-    if name in ("main", "help"):
+    if name in ("main", "help", "trace"):
         nodes = demo_nodes(clock)
         select = None
     elif name == "cut":  # bob cuts alice, who dialled him: the acceptor's row stays
@@ -741,6 +790,11 @@ def scene(name: str):
             pilot.app.refresh_from_snapshot()
         if name == "help":
             await pilot.press("question_mark")
+        if name == "trace":  # the newest EVENT in the frame log
+            screen.query_one("#frames").focus()
+            await pilot.press("enter")
+            await pilot.pause()
+            await pilot.app.workers.wait_for_complete()
         await pilot.pause()
 
     return app, run_before
