@@ -436,3 +436,51 @@ async def test_enter_on_an_event_in_the_frame_log_shows_its_hops_over_real_nodes
     finally:
         for node in (carol, bob, alice):
             node.stop()
+
+
+async def test_an_attached_dashboard_asks_a_node_for_a_trace_over_its_control_socket(tmp_path):
+    import asyncio
+
+    from tapsim_tui.attach import AttachedNode
+
+    alice = await start_node(tmp_path, "alice", record_frames=True)
+    bob = await start_node(tmp_path, "bob", record_frames=True, peers=[alice.url])
+    handle = AttachedNode.for_data_dir(tmp_path / "bob")
+    handle.start()
+    try:
+        await wait_until(lambda: streams_up(bob, "alice") and handle.status is None)
+        (event_id,) = await alice.publish_many(GROUP, [b"over the socket"])
+        await wait_until(lambda: summary(bob)[0] == 1)
+        await wait_until(lambda: any(s.kind == ACKED for s in bob.trace(event_id).steps))
+        trace = await asyncio.to_thread(handle.trace, event_id, 10.0)
+        unseen = await asyncio.to_thread(handle.trace, new_ulid(1_600_000_000.0), 10.0)
+    finally:
+        handle.close()
+        await bob.stop()
+        await alice.stop()
+    assert trace == bob.trace(event_id) and trace.nodes == ("bob",)
+    assert [s.kind for s in trace.steps][:3] == [RECEIVED, STORED, ACKED]
+    assert unseen is not None and not unseen.found
+
+
+async def test_a_pasted_event_id_in_the_palette_opens_its_trace():
+    from support.scripted import FixedClock, demo_nodes
+    from textual.widgets import OptionList
+
+    from tapsim_tui.app import TapsimApp
+    from tapsim_tui.screens.trace import TraceScreen
+
+    event_id = new_ulid(1_700_000_000.0)
+    app = TapsimApp(demo_nodes(FixedClock()), live=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.press(*event_id.lower())  # pasted in any case
+        options = app.screen.query_one(OptionList)
+        await wait_until(lambda: options.option_count > 0)
+        await pilot.press("enter")
+        await wait_until(lambda: isinstance(app.screen, TraceScreen))
+        screen = app.screen
+        await wait_until(lambda: screen.trace is not None)
+        assert screen.event_id == event_id
+        assert screen.trace.nodes == ("server-alice", "server-bob", "server-carol")
+        assert screen.trace.route_text() == "server-alice → server-bob → server-carol"
