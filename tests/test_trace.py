@@ -258,8 +258,11 @@ def _write_recordings(tmp_path: Path, event: Event, mono0: float = 500.0) -> Pat
     rec("carol", IN, "bob", "initiator", 1, "EVENT", "bob", 2, event)
     rec("carol", OUT, "bob", "initiator", 1, "ACK", "carol", 4, Ack(2, [event.event_id]))
     rec("bob", IN, "carol", "acceptor", 2, "ACK", "carol", 4, Ack(2, [event.event_id]))
+    # Each header read its two clocks a little apart (a busy process), so their offsets
+    # differ by more than a hop takes: the fold must not order steps by them.
+    late = {"alice": 0.0, "bob": 0.005, "carol": 0.003}
     for node, frames in records.items():
-        header = Header(node, node, 0, wall0, mono0)
+        header = Header(node, node, 0, wall0 - late[node], mono0)
         with (folder / f"{node}.ndjson").open("wb") as f:
             f.write(encode_header(header))
             for record in frames:

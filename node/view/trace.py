@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from node.protocol.errors import ProtocolError
@@ -443,7 +443,10 @@ def trace_recordings(
     """One event's trace over every node of a set of recordings, and the lines unread.
 
     ``files``: each file's records, in order (:func:`node.view.recording.read_records`).
-    Record times are turned into wall-clock time with each file's header. Frames that
+    Record times are the machine's monotonic clock, shared by the recorded processes, so
+    they order the steps of every node exactly; they are turned into wall-clock time
+    with one offset for all (the largest ``wall - mono`` of the headers: a header whose
+    two clocks were read further apart gives a smaller one). Frames that
     do not parse are counted with the bad lines and skipped.
     """
     books: dict[str, TraceBook] = {}
@@ -451,12 +454,12 @@ def trace_recordings(
     cursor = _Cursor()
     needle = event_id.encode()
     bad = 0
+    offsets: list[float] = []
     for records in files:
-        header: Header | None = None
         for record in records:
             kind = type(record)
             if kind is Header:
-                header = record
+                offsets.append(record.wall - record.mono)
                 continue
             if kind is BadLine:
                 bad += 1
@@ -482,12 +485,15 @@ def trace_recordings(
                 observe = observers[key] = book.observer(
                     lambda: cursor.peer, record.group, record.role, lambda: cursor.t
                 )
-            cursor.t = header.wall_time(record.t) if header is not None else record.t
+            cursor.t = record.t
             cursor.peer = record.peer
             observe(record.direction, frame.type, frame.sequence, frame.size, frame.payload)
     if not books:
         return Trace(event_id), bad
-    return merge(book.trace(event_id) for book in books.values()), bad
+    trace = merge(book.trace(event_id) for book in books.values())
+    shift = max(offsets, default=0.0)
+    steps = tuple(replace(step, at=step.at + shift) for step in trace.steps)
+    return replace(trace, steps=steps), bad
 
 
 # --------------------------------------------------------------------------- words
@@ -547,7 +553,10 @@ def trace_lines(trace: Trace, compact: bool = False) -> list[str]:
         return lines
     lines.append(f"route {trace.route_text()}")
     lines.append(f"seen by {seen}")
-    base = authored if authored is not None else trace.steps[0].at
+    # Times count from authoring; from the first step if a clock put that earlier (the
+    # event id's time is the author's wall clock, a recording's the machine's monotonic).
+    first = trace.steps[0].at
+    base = min(authored, first) if authored is not None else first
     lines.append("")
     lines.append("hops")
     for hop in trace.hops():
