@@ -128,6 +128,8 @@ def test_a_trace_of_an_event_never_seen_says_so():
     trace = TraceBook("alice").trace(new_ulid(1_700_000_000.0))
     assert not trace.found and trace.nodes == ("alice",)
     assert any("not seen by alice" in line for line in trace_lines(trace))
+    nobody = Trace(trace.event_id)  # e.g. a dashboard whose nodes cannot be asked
+    assert any("no node answered" in line for line in trace_lines(nobody))
 
 
 def test_the_book_keeps_only_the_newest_events():

@@ -455,11 +455,13 @@ def trace_recordings(
     needle = event_id.encode()
     bad = 0
     offsets: list[float] = []
+    recorded: dict[str, None] = {}  # the nodes of the headers, in order
     for records in files:
         for record in records:
             kind = type(record)
             if kind is Header:
                 offsets.append(record.wall - record.mono)
+                recorded.setdefault(record.node)
                 continue
             if kind is BadLine:
                 bad += 1
@@ -489,8 +491,9 @@ def trace_recordings(
             cursor.peer = record.peer
             observe(record.direction, frame.type, frame.sequence, frame.size, frame.payload)
     if not books:
-        return Trace(event_id), bad
+        return Trace(event_id, nodes=tuple(recorded)), bad
     trace = merge(book.trace(event_id) for book in books.values())
+    trace = replace(trace, nodes=tuple(dict.fromkeys([*trace.nodes, *recorded])))
     shift = max(offsets, default=0.0)
     steps = tuple(replace(step, at=step.at + shift) for step in trace.steps)
     return replace(trace, steps=steps), bad
@@ -548,6 +551,9 @@ def trace_lines(trace: Trace, compact: bool = False) -> list[str]:
     when = f" at {clock_text(authored)} UTC (event id time)" if authored is not None else ""
     lines.append(f"author {who}{seq}{when}")
     seen = ", ".join(trace.nodes) if trace.nodes else "none"
+    if not trace.nodes:
+        lines.append("no node answered (none could be asked, or none in time)")
+        return lines
     if not trace.found:
         lines.append(f"not seen by {seen} (a node remembers about its newest {BOOK_SIZE:,} events)")
         return lines
