@@ -145,7 +145,13 @@ class TapsimApp(App):
         )
 
     def help_rows(self) -> list[tuple[str, str, str]]:
-        shown = [*MAIN_BINDINGS, *FRAME_LOG_BINDINGS, *TRACE_BINDINGS, *self.EXTRA_BINDINGS, *APP_BINDINGS]
+        shown = [
+            *MAIN_BINDINGS,
+            *FRAME_LOG_BINDINGS,
+            *TRACE_BINDINGS,
+            *self.EXTRA_BINDINGS,
+            *APP_BINDINGS,
+        ]
         rows = [(self.keys_for(b), b.description, b.id or "") for b in shown]
         palette = self.get_key_display(Binding(self.COMMAND_PALETTE_BINDING, "command_palette"))
         rows.append((palette, "Command palette: every action by name", "command_palette"))
