@@ -8,6 +8,7 @@ import threading
 from node.protocol.identity import Identity
 from node.protocol.ids import CROCKFORD
 from node.protocol.session import Duplicate, Stored
+from node.storage import ingest_queue
 from node.storage.ingest import Ingest
 from node.storage.ingest_queue import IngestQueue
 from node.storage.store_thread import StoreThread
@@ -74,3 +75,53 @@ async def test_only_the_store_thread_touches_the_store(tmp_path):
     assert lookups == {threading.current_thread().name}  # the key store's thread: the loop
     assert thread.summary.group(G).count == 300
     assert thread.summary.outbox("server-carol", G) == 300
+
+
+async def test_the_first_chunk_is_committed_while_the_rest_is_checked(tmp_path, monkeypatch):
+    """A window of 256 EVENTs: the first chunk's outcomes (hence ACKs and credit) come
+    once it is durable, without waiting for the verification of the chunks after it."""
+    ident = Identity.from_seed(b"\x07" * 32, "server-alice")
+    thread = StoreThread()
+    store = await thread.open(str(tmp_path / "events.sqlite3"))
+    release = threading.Event()
+    check = ingest_queue._check
+
+    def gated(group_id, items, held, keys):
+        if items[0][0].seq != 1:  # every chunk but the first waits
+            release.wait(30)
+        return check(group_id, items, held, keys)
+
+    monkeypatch.setattr(ingest_queue, "_check", gated)
+    queue = IngestQueue(
+        Ingest(store, lambda author, key_id: ident.public_key),
+        thread,
+        lambda g: [],
+        lambda *a: None,
+    )
+    queue.start()
+    try:
+        events = [ident.sign_event(G, ulid(n), n, f"body {n}".encode()) for n in range(1, 257)]
+        done: dict[str, object] = {}
+        first_done, all_done = asyncio.Event(), asyncio.Event()
+
+        def report(outcome) -> None:
+            done[outcome.event_id] = outcome
+            first_done.set()
+            if len(done) == len(events):
+                all_done.set()
+
+        for e in events:
+            queue.submit(G, e, "server-bob", report)
+        await asyncio.wait_for(first_done.wait(), 30)
+        first = set(done)
+        assert 0 < len(first) < len(events)
+        assert first == {e.event_id for e in events[: len(first)]}  # a prefix, in order
+        assert await thread.run(lambda: all(store.has_event(G, i) for i in first))
+        release.set()
+        await asyncio.wait_for(all_done.wait(), 30)
+    finally:
+        release.set()
+        await queue.stop()
+        await thread.run(store.close)
+        thread.close()
+    assert [type(done[e.event_id]) for e in events] == [Stored] * 256

@@ -10,9 +10,14 @@ on a small pool (one thread per core, at most four: pynacl releases the GIL, so 
 stream can use both cores of a small machine), and the commit on the store thread. The
 pool sees event bytes and keys, never the store.
 
-Pipelining: batch k+1 is verified while batch k commits. The store thread runs its jobs
-in order, so the screen of batch k+1 is queued there ahead of the commit of batch k: it
-takes microseconds, and the verification it unblocks overlaps the commit's fsync.
+Pipelining: a batch is cut into chunks of at most 64 events, each one job on the pool,
+and the chunks are committed in arrival order as they come back checked: the first as
+soon as it is, together with every chunk after it already checked by then (group
+commit). So the first part of a window (§4.2) is durable, acknowledged and granted as
+credit again while the rest is still being verified, and the peer's next events arrive
+meanwhile. The duplicate screen of the next batch is queued on the store thread as soon
+as it is taken, ahead of the commits still to come: it takes microseconds, and the
+verification it unblocks overlaps their fsyncs.
 
 When the store cannot write (disk full, a size limit, an I/O error), a batch is neither
 acknowledged nor rejected: its commit is retried, backing off, until it succeeds. Stream
@@ -30,8 +35,9 @@ import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from node.protocol.errors import ErrorCode
@@ -54,6 +60,9 @@ class KeySource(Protocol):
 
 MAX_BATCH = 2048
 MIN_CHUNK = 32  # events per verification job: below this, a thread hop costs more than it saves
+# ... and at most this many: a window of 256 events (§4.2) is verified as four chunks, the
+# first ones committed (and their credit granted) while the last ones are still checked.
+MAX_CHUNK = 64
 VERIFY_WORKERS = max(1, min(4, os.cpu_count() or 1))
 RETRY_FIRST = 0.05  # seconds before a failed commit is tried again, doubling ...
 RETRY_MAX = 2.0  # ... up to this: a full disk may get room back at any moment
@@ -66,12 +75,11 @@ Entry = tuple[str, Event, str, OutcomeCallback, bool]
 
 
 @dataclass(slots=True)
-class _Taken:
-    """One batch as taken from the queue, and the future of its duplicate screen."""
+class _Chunk:
+    """Consecutive events of one group, checked as one job on the pool."""
 
     entries: list[Entry]
-    by_group: dict[str, Items] = field(default_factory=dict)
-    screened: asyncio.Future[dict[str, list[bool]]] | None = None
+    checked: asyncio.Future[Batch]
 
 
 class IngestQueue:
@@ -98,8 +106,16 @@ class IngestQueue:
         self._pending: list[Entry] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._committer: asyncio.Task | None = None
         self._key_waits: set[asyncio.Task] = set()
         self._in_flight = 0  # taken from _pending, not yet committed
+        # Chunks handed to the pool, in arrival order; the committer takes them from the
+        # front. _chunked counts their events: at MAX_BATCH the feeder waits for commits.
+        self._chunks: deque[_Chunk] = deque()
+        self._chunked = 0
+        self._checked = asyncio.Event()  # a chunk joined _chunks
+        self._room = asyncio.Event()  # a commit made room under MAX_BATCH
+        self._stopping = False
         self._workers = VERIFY_WORKERS
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=VERIFY_WORKERS, thread_name_prefix="tapsim-verify"
@@ -114,15 +130,23 @@ class IngestQueue:
         return Rejected(ErrorCode.OVERLOADED, f"store unavailable ({why}); retry later", event_id)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="ingest")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="ingest")
+        self._committer = loop.create_task(self._commit_loop(), name="ingest commits")
 
     async def stop(self) -> None:
+        """Stop taking events; a commit under way finishes (unless the store cannot write)."""
+        self._stopping = True
         for task in list(self._key_waits):
             task.cancel()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._committer):
+            if task is None:
+                continue
+            if task is self._task or self.retrying:
+                task.cancel()
+            self._checked.set()
+            with contextlib.suppress(BaseException):
+                await task
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     @property
@@ -175,86 +199,110 @@ class IngestQueue:
         self.submit(group_id, event, hop, future.set_result, waits=False)
         return await future
 
-    def _take(self) -> _Taken:
-        """The next batch, with its duplicate screen queued on the store thread at once."""
-        taken = _Taken(self._pending[:MAX_BATCH])
-        del self._pending[:MAX_BATCH]
-        self._in_flight += len(taken.entries)
-        for group_id, event, hop, _, _ in taken.entries:
-            taken.by_group.setdefault(group_id, []).append((event, hop))
-        screen = self.ingest.screen
-        by_group = taken.by_group
-        taken.screened = asyncio.wrap_future(
-            self._thread.submit(lambda: {g: screen(g, items) for g, items in by_group.items()})
-        )
-        return taken
-
     async def _run(self) -> None:
-        """Take batches; verify each on the pool while the previous one commits.
+        """Feed the pool: take what is pending, screen it, hand it over in chunks.
+
+        The duplicate screen is queued on the store thread as soon as events are taken,
+        ahead of the commits of earlier chunks still being checked, so their
+        verification overlaps those commits (their fsyncs).
+        """
+        loop = asyncio.get_running_loop()
+        screen = self.ingest.screen
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self._chunked >= MAX_BATCH:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            entries = self._pending[:MAX_BATCH]
+            del self._pending[:MAX_BATCH]
+            self._in_flight += len(entries)
+            by_group: dict[str, list[Entry]] = {}
+            for entry in entries:
+                by_group.setdefault(entry[0], []).append(entry)
+            items = {g: [(e[1], e[2]) for e in es] for g, es in by_group.items()}
+            try:
+                screened = await asyncio.wrap_future(
+                    self._thread.submit(
+                        lambda items=items: {g: screen(g, i) for g, i in items.items()}
+                    )
+                )
+            except Exception as exc:  # a bug in the checks: reject, never acknowledge
+                failed = loop.create_future()
+                failed.set_exception(exc)
+                self._queue_chunk(_Chunk(entries, failed))
+                continue
+            for group_id, group_entries in by_group.items():
+                self._hand_over(group_id, group_entries, items[group_id], screened[group_id])
+
+    def _hand_over(
+        self, group_id: str, entries: list[Entry], items: Items, held: list[bool]
+    ) -> None:
+        """Key lookups here on the loop, then the pure checks in chunks on the pool."""
+        loop = asyncio.get_running_loop()
+        try:
+            keys = self.ingest.keys(items, held)
+        except Exception as exc:  # a bug in the checks: reject, never acknowledge
+            failed = loop.create_future()
+            failed.set_exception(exc)
+            self._queue_chunk(_Chunk(entries, failed))
+            return
+        n = len(items)
+        step = max(MIN_CHUNK, min(MAX_CHUNK, -(-n // self._workers)))
+        for i in range(0, n, step):
+            j = i + step
+            checked = loop.run_in_executor(
+                self._pool, _check, group_id, items[i:j], held[i:j], keys[i:j]
+            )
+            self._queue_chunk(_Chunk(entries[i:j], checked))
+
+    def _queue_chunk(self, chunk: _Chunk) -> None:
+        self._chunks.append(chunk)
+        self._chunked += len(chunk.entries)
+        self._checked.set()
+
+    async def _commit_loop(self) -> None:
+        """Commit checked chunks in arrival order: the first one as soon as it is checked,
+        with every chunk after it already checked by then (group commit), up to MAX_BATCH.
 
         Commits and their callbacks stay in arrival order, and nothing is acknowledged
         before its commit has returned.
         """
-        committing: asyncio.Task | None = None
-        following: _Taken | None = None
-        try:
-            while True:
-                if following is None:
-                    if not self._pending:
-                        self._wake.clear()
-                        await self._wake.wait()
-                        continue
-                    following = self._take()
-                taken, following = following, None
-                try:
-                    assert taken.screened is not None
-                    prepared: list[Batch] | Exception = await self._verify(
-                        taken.by_group, await taken.screened
-                    )
-                except Exception as exc:  # a bug in the checks: reject, never acknowledge
-                    prepared = exc
-                if self._pending:  # its screen goes ahead of this batch's commit
-                    following = self._take()
-                if committing is not None:
-                    await committing  # keep commits (and their ACKs) in order
-                committing = asyncio.ensure_future(self._commit_and_report(taken, prepared))
-        finally:
-            if committing is not None and not committing.done():
-                if self.retrying:  # the store cannot write: nothing of it was acknowledged
-                    committing.cancel()
-                with contextlib.suppress(BaseException):
-                    await committing
+        chunks = self._chunks
+        while not self._stopping:
+            if not chunks:
+                self._checked.clear()
+                await self._checked.wait()
+                continue
+            with contextlib.suppress(Exception):  # its exception is read below
+                await asyncio.shield(chunks[0].checked)
+            taken = [chunks.popleft()]
+            count = len(taken[0].entries)
+            while chunks and chunks[0].checked.done() and count < MAX_BATCH:
+                count += len(chunks[0].entries)
+                taken.append(chunks.popleft())
+            await self._commit_and_report(taken, count)
+            self._chunked -= count
+            self._room.set()
 
-    async def _verify(
-        self, by_group: dict[str, Items], screened: dict[str, list[bool]]
-    ) -> list[Batch]:
-        """Key lookups here on the loop, then the pure checks in chunks on the pool."""
-        loop = asyncio.get_running_loop()
-        jobs = []
-        for group_id, items in by_group.items():
-            held = screened[group_id]
-            keys = self.ingest.keys(items, held)
-            n = len(items)
-            parts = min(self._workers, max(1, n // MIN_CHUNK))
-            step = -(-n // parts)
-            for i in range(0, n, step):
-                j = i + step
-                jobs.append(
-                    loop.run_in_executor(
-                        self._pool, _check, group_id, items[i:j], held[i:j], keys[i:j]
-                    )
-                )
-        return list(await asyncio.gather(*jobs))
-
-    async def _commit_and_report(self, taken: _Taken, prepared: list[Batch] | Exception) -> None:
-        entries = taken.entries
+    async def _commit_and_report(self, taken: list[_Chunk], count: int) -> None:
+        prepared: list[Batch] = []
+        failed: dict[int, Exception] = {}
+        for n, chunk in enumerate(taken):
+            exc = chunk.checked.exception()
+            if exc is None:
+                prepared.append(chunk.checked.result())
+            else:
+                failed[n] = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
         answered = False  # the one-shot entries have had their OVERLOADED
+        results: list[list[Outcome]] = []
         try:
-            if isinstance(prepared, Exception):
-                raise prepared
             relays = {b.group_id: self._relay_peers(b.group_id) for b in prepared}
             delay = RETRY_FIRST
-            while True:
+            while prepared:
                 try:
                     results = await self._thread.run(self._commit, prepared, relays)
                     break
@@ -263,47 +311,44 @@ class IngestQueue:
                     self.retrying = True
                     if not answered:
                         answered = True
-                        for _, event, _, callback, waits in entries:
-                            if not waits:
-                                _safe(callback, self._overloaded(event.event_id))
+                        for chunk in taken:
+                            for _, event, _, callback, waits in chunk.entries:
+                                if not waits:
+                                    _safe(callback, self._overloaded(event.event_id))
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX)
         except Exception as exc:  # any other failure: nothing of it is acknowledged
-            self._in_flight -= len(entries)
+            self._in_flight -= count
             self.retrying = False
-            message = f"store failure: {exc}"
-            for _, event, _, callback, waits in entries:
-                if waits or not answered:
-                    _safe(callback, Rejected(ErrorCode.INTERNAL, message, event.event_id))
+            for chunk in taken:
+                _reject(chunk.entries, f"store failure: {exc}", answered)
             return
         self.retrying = False
-        self._in_flight -= len(entries)
+        self._in_flight -= count
         self.batches += 1
-        self.events += len(entries)
-        positions = dict.fromkeys(results, 0)
+        self.events += count
         stored: dict[tuple[str, str], list[Event]] = {}
-        for group_id, event, hop, callback, waits in entries:
-            i = positions[group_id]
-            positions[group_id] = i + 1
-            outcome = results[group_id][i]
-            if type(outcome) is Stored:
-                stored.setdefault((group_id, hop), []).append(event)
-            if waits or not answered:
-                _safe(callback, outcome)
+        outcomes = iter(results)
+        for n, chunk in enumerate(taken):
+            if n in failed:
+                _reject(chunk.entries, f"store failure: {failed[n]}", answered)
+                continue
+            for (group_id, event, hop, callback, waits), outcome in zip(
+                chunk.entries, next(outcomes), strict=True
+            ):
+                if type(outcome) is Stored:
+                    stored.setdefault((group_id, hop), []).append(event)
+                if waits or not answered:
+                    _safe(callback, outcome)
         for (group_id, hop), events in stored.items():
             self._on_stored(group_id, events, hop)
 
-    def _commit(
-        self, prepared: list[Batch], relays: dict[str, list[str]]
-    ) -> dict[str, list[Outcome]]:
-        """On the store thread: every chunk of the batch in one transaction (one fsync)."""
+    def _commit(self, prepared: list[Batch], relays: dict[str, list[str]]) -> list[list[Outcome]]:
+        """On the store thread: every chunk taken in one transaction (one fsync)."""
         now = time.time()
         ingest = self.ingest
-        out: dict[str, list[Outcome]] = {}
         with ingest.store.transaction():
-            for b in prepared:
-                out.setdefault(b.group_id, []).extend(ingest.commit(b, relays[b.group_id], now=now))
-        return out
+            return [ingest.commit(b, relays[b.group_id], now=now) for b in prepared]
 
 
 def _check(group_id: str, items: Items, held: list[bool], keys: list[AuthorKey | None]) -> Batch:
@@ -311,6 +356,13 @@ def _check(group_id: str, items: Items, held: list[bool], keys: list[AuthorKey |
     batch = check(group_id, items, held, keys)
     batch.verified = check_signatures(batch.candidates)
     return batch
+
+
+def _reject(entries: list[Entry], message: str, answered: bool) -> None:
+    """Reject what could not be stored (one-shot entries already answered are skipped)."""
+    for _, event, _, callback, waits in entries:
+        if waits or not answered:
+            _safe(callback, Rejected(ErrorCode.INTERNAL, message, event.event_id))
 
 
 def _safe(callback: OutcomeCallback, outcome: Outcome) -> None:
