@@ -109,11 +109,13 @@ def check(
     duplicates: list[tuple[int, str, str]] = []
     for i, (ev, hop) in enumerate(items):
         event_id = ev.event_id
-        try:
-            raw = b64decode(ev.ciphertext, validate=True)
-        except (binascii.Error, ValueError):
-            outcomes[i] = Rejected(ErrorCode.BAD_FRAME, "ciphertext is not base64", event_id)
-            continue
+        raw = ev.raw_ciphertext  # decoded when the frame was parsed
+        if raw is None:
+            try:
+                raw = b64decode(ev.ciphertext, validate=True)
+            except (binascii.Error, ValueError):
+                outcomes[i] = Rejected(ErrorCode.BAD_FRAME, "ciphertext is not base64", event_id)
+                continue
         if ev.content_hash != "sha256:" + sha256(raw).hexdigest():
             outcomes[i] = Rejected(
                 ErrorCode.HASH_MISMATCH, "content_hash does not match ciphertext", event_id
@@ -129,11 +131,13 @@ def check(
                 ErrorCode.UNKNOWN_KEY, f"{ev.key_id} is not the key of {ev.author}", event_id
             )
             continue
-        try:
-            signature = b64decode(ev.signature, validate=True)
-        except (binascii.Error, ValueError):
-            outcomes[i] = Rejected(ErrorCode.BAD_FRAME, "signature is not base64", event_id)
-            continue
+        signature = ev.raw_signature
+        if signature is None:
+            try:
+                signature = b64decode(ev.signature, validate=True)
+            except (binascii.Error, ValueError):
+                outcomes[i] = Rejected(ErrorCode.BAD_FRAME, "signature is not base64", event_id)
+                continue
         signed = event_string(group_id, event_id, ev.author, ev.seq, ev.content_hash)
         candidates.append(Candidate(i, ev, hop, raw, key, signed, signature, provisional))
     return Batch(group_id, outcomes, candidates, duplicates=duplicates)
