@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 
+from node.protocol.errors import ErrorCode
+from node.protocol.frames import Event
 from node.protocol.identity import Identity
 from node.protocol.ids import CROCKFORD
-from node.protocol.session import Duplicate, Stored
+from node.protocol.session import Duplicate, Rejected, Stored
 from node.storage import ingest_queue
 from node.storage.ingest import Ingest
 from node.storage.ingest_queue import IngestQueue
@@ -125,3 +128,84 @@ async def test_the_first_chunk_is_committed_while_the_rest_is_checked(tmp_path, 
         await thread.run(store.close)
         thread.close()
     assert [type(done[e.event_id]) for e in events] == [Stored] * 256
+
+
+async def test_a_committed_event_sent_again_is_a_duplicate_without_a_store_turn(tmp_path):
+    ident = Identity.from_seed(b"\x07" * 32, "server-alice")
+    thread = StoreThread()
+    store = await thread.open(str(tmp_path / "events.sqlite3"))
+    queue = IngestQueue(
+        Ingest(store, lambda author, key_id: ident.public_key),
+        thread,
+        lambda g: [],
+        lambda *a: None,
+    )
+    queue.start()
+    jobs: list[object] = []
+    try:
+        event = ident.sign_event(G, ulid(1), 1, b"body")
+        assert await queue.process(G, event, "server-bob") == Stored(event.event_id)
+        run, submit = thread.run, thread.submit
+        thread.run = lambda fn, *a: jobs.append(fn) or run(fn, *a)  # type: ignore[method-assign]
+        thread.submit = lambda fn, *a: jobs.append(fn) or submit(fn, *a)  # type: ignore[method-assign]
+        assert await queue.process(G, event, "server-dave") == Duplicate(event.event_id)
+        assert jobs == []
+        # The hash is still checked first (§4.3): another ciphertext under the same claim
+        # takes the full path and is rejected there.
+        forged = Event(**{**event.to_dict(), "ciphertext": base64.b64encode(b"other").decode()})
+        outcome = await queue.process(G, forged, "server-dave")
+        assert type(outcome) is Rejected and outcome.code == ErrorCode.HASH_MISMATCH
+        assert jobs != []
+    finally:
+        await queue.stop()
+        await thread.run(store.close)
+        thread.close()
+
+
+async def test_a_provisional_event_is_not_answered_from_the_committed_view(tmp_path):
+    """A provisionally trusted event may be removed later (§3.2): sent again after that,
+    it is checked and stored again, not called a duplicate of what is gone."""
+    ident = Identity.from_seed(b"\x07" * 32, "server-alice")
+    thread = StoreThread()
+    store = await thread.open(str(tmp_path / "events.sqlite3"))
+    ingest = Ingest(store, lambda author, key_id: ident.public_key, lambda author, key_id: True)
+    queue = IngestQueue(ingest, thread, lambda g: [], lambda *a: None)
+    queue.start()
+    try:
+        event = ident.sign_event(G, ulid(1), 1, b"body")
+        assert await queue.process(G, event, "server-bob") == Stored(event.event_id)
+        assert await thread.run(store.delete_event, G, event.event_id)  # what a recheck does
+        assert await queue.process(G, event, "server-bob") == Stored(event.event_id)
+    finally:
+        await queue.stop()
+        await thread.run(store.close)
+        thread.close()
+
+
+async def test_a_version_replaced_by_equivocation_leaves_the_committed_view(tmp_path):
+    """Two versions of one event_id: the lower content_hash wins (§4.3). The loser, sent
+    again once the winner is stored, is refused, not answered as a duplicate."""
+    ident = Identity.from_seed(b"\x07" * 32, "server-alice")
+    thread = StoreThread()
+    store = await thread.open(str(tmp_path / "events.sqlite3"))
+    queue = IngestQueue(
+        Ingest(store, lambda author, key_id: ident.public_key),
+        thread,
+        lambda g: [],
+        lambda *a: None,
+    )
+    queue.start()
+    try:
+        low, high = sorted(
+            (ident.sign_event(G, ulid(1), 1, body) for body in (b"one", b"two")),
+            key=lambda e: e.content_hash,
+        )
+        assert await queue.process(G, high, "server-bob") == Stored(high.event_id)
+        replaced = await queue.process(G, low, "server-bob")
+        assert type(replaced) is Stored and replaced.equivocation
+        again = await queue.process(G, high, "server-bob")
+        assert type(again) is Rejected and again.code == ErrorCode.EQUIVOCATION
+    finally:
+        await queue.stop()
+        await thread.run(store.close)
+        thread.close()

@@ -19,6 +19,12 @@ meanwhile. The duplicate screen of the next batch is queued on the store thread 
 as it is taken, ahead of the commits still to come: it takes microseconds, and the
 verification it unblocks overlaps their fsyncs.
 
+A one-shot ``send`` of an event this queue stored recently is answered on the loop: it
+keeps a bounded view of events it saw committed (never a provisional one, which a
+stronger key may still remove, §3.2; never one an equivocation may have replaced, since
+every candidate's id leaves the view before its commit). After the §4.3 hash check, such
+an event is a duplicate without a turn of the store thread or the pool.
+
 When the store cannot write (disk full, a size limit, an I/O error), a batch is neither
 acknowledged nor rejected: its commit is retried, backing off, until it succeeds. Stream
 EVENTs wait, and since credit follows outcomes, their peers run out of credit and stop
@@ -32,17 +38,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import logging
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from node.protocol.errors import ErrorCode
-from node.protocol.frames import Event
-from node.protocol.session import Outcome, Rejected, Stored
+from node.protocol.frames import Event, b64decode_canonical
+from node.protocol.session import Duplicate, Outcome, Rejected, Stored
 from node.storage.errors import StoreUnavailable
 from node.storage.ingest import AuthorKey, Batch, Ingest, check, check_signatures
 from node.storage.store_thread import StoreThread
@@ -64,6 +71,7 @@ MIN_CHUNK = 32  # events per verification job: below this, a thread hop costs mo
 # first ones committed (and their credit granted) while the last ones are still checked.
 MAX_CHUNK = 64
 VERIFY_WORKERS = max(1, min(4, os.cpu_count() or 1))
+COMMITTED_VIEW = 4096  # recently committed events answered as duplicates on the loop
 RETRY_FIRST = 0.05  # seconds before a failed commit is tried again, doubling ...
 RETRY_MAX = 2.0  # ... up to this: a full disk may get room back at any moment
 
@@ -116,6 +124,8 @@ class IngestQueue:
         self._checked = asyncio.Event()  # a chunk joined _chunks
         self._room = asyncio.Event()  # a commit made room under MAX_BATCH
         self._stopping = False
+        # (group, event_id) → content_hash of events seen durably stored, newest last.
+        self._committed: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._workers = VERIFY_WORKERS
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=VERIFY_WORKERS, thread_name_prefix="tapsim-verify"
@@ -195,9 +205,29 @@ class IngestQueue:
         the store cannot write, OVERLOADED at once)."""
         if self.retrying or self._thread.summary.write_error is not None:
             return self._overloaded(event.event_id)
+        if self._committed_duplicate(group_id, event):
+            return Duplicate(event.event_id)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.submit(group_id, event, hop, future.set_result, waits=False)
         return await future
+
+    def _committed_duplicate(self, group_id: str, event: Event) -> bool:
+        """Is ``event`` one this queue saw committed, with a ciphertext that hashes right?
+
+        The §4.3 order holds: the hash is checked first; anything else (a wrong hash,
+        an event not in the view) takes the full path, which reports it.
+        """
+        key = (group_id, event.event_id)
+        held = self._committed.get(key)
+        if held is None or held != event.content_hash:
+            return False
+        raw = event.raw_ciphertext
+        if raw is None:
+            raw = b64decode_canonical(event.ciphertext)
+        if raw is None or "sha256:" + hashlib.sha256(raw).hexdigest() != held:
+            return False
+        self._committed.move_to_end(key)
+        return True
 
     async def _run(self) -> None:
         """Feed the pool: take what is pending, screen it, hand it over in chunks.
@@ -299,6 +329,10 @@ class IngestQueue:
                 failed[n] = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
         answered = False  # the one-shot entries have had their OVERLOADED
         results: list[list[Outcome]] = []
+        committed = self._committed
+        for b in prepared:  # a commit may replace a held version (equivocation, §4.3)
+            for c in b.candidates:
+                committed.pop((b.group_id, c.event.event_id), None)
         try:
             relays = {b.group_id: self._relay_peers(b.group_id) for b in prepared}
             delay = RETRY_FIRST
@@ -328,18 +362,24 @@ class IngestQueue:
         self.batches += 1
         self.events += count
         stored: dict[tuple[str, str], list[Event]] = {}
-        outcomes = iter(results)
+        batches = iter(zip(prepared, results, strict=True))
         for n, chunk in enumerate(taken):
             if n in failed:
                 _reject(chunk.entries, f"store failure: {failed[n]}", answered)
                 continue
-            for (group_id, event, hop, callback, waits), outcome in zip(
-                chunk.entries, next(outcomes), strict=True
+            batch, outcomes = next(batches)
+            provisional = {c.index for c in batch.candidates if c.provisional}
+            for i, ((group_id, event, hop, callback, waits), outcome) in enumerate(
+                zip(chunk.entries, outcomes, strict=True)
             ):
                 if type(outcome) is Stored:
                     stored.setdefault((group_id, hop), []).append(event)
+                    if not outcome.equivocation and i not in provisional:
+                        committed[(group_id, event.event_id)] = event.content_hash
                 if waits or not answered:
                     _safe(callback, outcome)
+        while len(committed) > COMMITTED_VIEW:
+            committed.popitem(last=False)
         for (group_id, hop), events in stored.items():
             self._on_stored(group_id, events, hop)
 
