@@ -209,3 +209,43 @@ async def test_a_version_replaced_by_equivocation_leaves_the_committed_view(tmp_
         await queue.stop()
         await thread.run(store.close)
         thread.close()
+
+
+async def test_a_held_event_is_a_duplicate_before_its_key_and_signature(tmp_path):
+    """No screen on the store thread: the commit applies the duplicate check in its §4.3
+    place, so an event already held (here stored before this queue ran, so it is not in
+    the queue's committed view) is a duplicate even when its key is unknown to us or
+    its signature does not verify, and a new event with either is refused."""
+    ident = Identity.from_seed(b"\x07" * 32, "server-alice")
+    thread = StoreThread()
+    store = await thread.open(str(tmp_path / "events.sqlite3"))
+    held = [ident.sign_event(G, ulid(n), n, f"body {n}".encode()) for n in (1, 2, 3)]
+    ingest = Ingest(store, lambda author, key_id: ident.public_key)
+    assert await thread.run(
+        lambda: ingest.process(G, [(e, "server-bob") for e in held], now=1.0)
+    ) == [Stored(e.event_id) for e in held]
+    known = {"yes"}
+    queue = IngestQueue(
+        Ingest(store, lambda author, key_id: ident.public_key if known else None),
+        thread,
+        lambda g: [],
+        lambda *a: None,
+    )
+    queue.start()
+    bad = base64.b64encode(b"\x01" * 64).decode()
+    try:
+        resigned = Event(**{**held[1].to_dict(), "signature": bad})
+        fresh = ident.sign_event(G, ulid(4), 4, b"body 4")
+        forged = Event(**{**fresh.to_dict(), "signature": bad})
+        assert await queue.process(G, held[0], "server-dave") == Duplicate(held[0].event_id)
+        assert await queue.process(G, resigned, "server-dave") == Duplicate(held[1].event_id)
+        outcome = await queue.process(G, forged, "server-dave")
+        assert type(outcome) is Rejected and outcome.code == ErrorCode.BAD_SIGNATURE
+        known.clear()  # from now on no author key is known
+        assert await queue.process(G, held[2], "server-dave") == Duplicate(held[2].event_id)
+        outcome = await queue.process(G, fresh, "server-dave")
+        assert type(outcome) is Rejected and outcome.code == ErrorCode.UNKNOWN_KEY
+    finally:
+        await queue.stop()
+        await thread.run(store.close)
+        thread.close()

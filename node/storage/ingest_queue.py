@@ -4,23 +4,25 @@ Group commit falls out of the queue: while one batch is being verified and commi
 new EVENTs from every stream pile up, and the next batch takes them all at once.
 
 Each batch goes through the steps of :mod:`node.storage.ingest` where their data lives:
-the duplicate screen on the store thread (it reads the store's index), the author-key
-lookups on the loop (the key store's home), decoding, hashing and Ed25519 verification
-on a small pool (one thread per core, at most four: pynacl releases the GIL, so one
-stream can use both cores of a small machine), and the commit on the store thread. The
-pool sees event bytes and keys, never the store.
+the author-key lookups on the loop (the key store's home), decoding, hashing and Ed25519
+verification on a small pool (one thread per core, at most four: pynacl releases the
+GIL, so one stream can use both cores of a small machine), and the commit on the store
+thread. The pool sees event bytes and keys, never the store. There is no separate
+duplicate screen on the store thread (it would wait behind the fsync of the commit
+before, and the pool with it): the loop guesses what is held from the events this queue
+saw committed (below), and the commit makes the duplicate check exact, in its §4.3
+place (a held event is a duplicate whatever its key or signature).
 
 Pipelining: a batch is cut into chunks of at most 64 events, each one job on the pool,
 and the chunks are committed in arrival order as they come back checked: the first as
 soon as it is, together with every chunk after it already checked by then (group
 commit). So the first part of a window (§4.2) is durable, acknowledged and granted as
 credit again while the rest is still being verified, and the peer's next events arrive
-meanwhile. The duplicate screen of the next batch is queued on the store thread as soon
-as it is taken, ahead of the commits still to come: it takes microseconds, and the
-verification it unblocks overlaps their fsyncs.
+meanwhile, and go to the pool at once, their verification overlapping those commits.
 
-A one-shot ``send`` of an event this queue stored recently is answered on the loop: it
-keeps a bounded view of events it saw committed (never a provisional one, which a
+A one-shot ``send`` of an event this queue stored recently is answered on the loop, and
+a relayed copy of one is not verified again: the queue keeps a bounded view of events
+it saw committed (never a provisional one, which a
 stronger key may still remove, §3.2; never one an equivocation may have replaced, since
 every candidate's id leaves the view before its commit). After the §4.3 hash check, such
 an event is a duplicate without a turn of the store thread or the pool.
@@ -230,14 +232,14 @@ class IngestQueue:
         return True
 
     async def _run(self) -> None:
-        """Feed the pool: take what is pending, screen it, hand it over in chunks.
+        """Feed the pool: take what is pending and hand it over in chunks at once.
 
-        The duplicate screen is queued on the store thread as soon as events are taken,
-        ahead of the commits of earlier chunks still being checked, so their
-        verification overlaps those commits (their fsyncs).
+        No turn of the store thread first: it may be in the fsync of an earlier commit,
+        and verification would wait for it. What is held is guessed on the loop from
+        the committed view (a relayed copy of a recent event is caught there), and the
+        commit completes the duplicate check in its §4.3 place.
         """
-        loop = asyncio.get_running_loop()
-        screen = self.ingest.screen
+        committed = self._committed
         while True:
             if not self._pending:
                 self._wake.clear()
@@ -253,20 +255,12 @@ class IngestQueue:
             by_group: dict[str, list[Entry]] = {}
             for entry in entries:
                 by_group.setdefault(entry[0], []).append(entry)
-            items = {g: [(e[1], e[2]) for e in es] for g, es in by_group.items()}
-            try:
-                screened = await asyncio.wrap_future(
-                    self._thread.submit(
-                        lambda items=items: {g: screen(g, i) for g, i in items.items()}
-                    )
-                )
-            except Exception as exc:  # a bug in the checks: reject, never acknowledge
-                failed = loop.create_future()
-                failed.set_exception(exc)
-                self._queue_chunk(_Chunk(entries, failed))
-                continue
             for group_id, group_entries in by_group.items():
-                self._hand_over(group_id, group_entries, items[group_id], screened[group_id])
+                items = [(e[1], e[2]) for e in group_entries]
+                held = [
+                    committed.get((group_id, ev.event_id)) == ev.content_hash for ev, _ in items
+                ]
+                self._hand_over(group_id, group_entries, items, held)
 
     def _hand_over(
         self, group_id: str, entries: list[Entry], items: Items, held: list[bool]
@@ -392,8 +386,9 @@ class IngestQueue:
 
 
 def _check(group_id: str, items: Items, held: list[bool], keys: list[AuthorKey | None]) -> Batch:
-    """On a pool thread: the pure §4.3 checks and the signatures of one chunk."""
-    batch = check(group_id, items, held, keys)
+    """On a pool thread: the pure §4.3 checks and the signatures of one chunk (its
+    duplicate check completed by the commit)."""
+    batch = check(group_id, items, held, keys, screened=False)
     batch.verified = check_signatures(batch.candidates)
     return batch
 
