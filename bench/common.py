@@ -51,7 +51,10 @@ from node.storage.backends import open_store  # noqa: E402
 from node.storage.store import StoredEvent  # noqa: E402
 from node.transport import FederationClient  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results.ndjson"
+# TAPSIM_BENCH_RESULTS=FILE records elsewhere (trial runs on a busy machine).
+RESULTS = Path(
+    os.environ.get("TAPSIM_BENCH_RESULTS") or Path(__file__).resolve().parent / "results.ndjson"
+).resolve()
 GROUP = "g!bench"
 BASE = "/_taps/federation"
 FRAME_MEDIA = 'application/x-ndjson; profile="_taps.v1.frames"'
@@ -100,7 +103,7 @@ def append_result(bench: str, args: dict, results: dict) -> None:
     line["results"] = results
     with RESULTS.open("a") as f:
         f.write(json.dumps(line, sort_keys=False) + "\n")
-    print(f"\nappended to {RESULTS.relative_to(ROOT)}")
+    print(f"\nappended to {RESULTS}")
 
 
 def median(values: Sequence[float]) -> float:

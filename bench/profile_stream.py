@@ -11,12 +11,17 @@ event (utime + stime from /proc), so the table adds up to the measured CPU per e
 A + B. Sampling shares are an estimate (a thread waiting for the GIL can look busy);
 compare before/after tables taken in the same session. Nothing is appended to
 results.ndjson: this explains the numbers, stream_throughput.py measures them.
+
+A second table is exact rather than sampled: each thread's CPU time (utime + stime from
+/proc/PID/task) over the same interval, per event, grouped by the thread's role (py-spy
+names the threads: the event loop, the store thread, the verification pool).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import signal
@@ -85,6 +90,37 @@ def shares(path: Path) -> dict[str, float]:
     return {k: n / total for k, n in counts.items()}
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of ``pid`` so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+ROLES = [
+    ("event loop", "MainThread"),
+    ("store thread", "tapsim-store"),
+    ("verify pool", "tapsim-verify"),
+]
+
+
+def roles(path: Path, before: dict[int, float], after: dict[int, float]) -> dict[str, float]:
+    """CPU seconds per thread role between two thread_cpu snapshots."""
+    names = dict(re.findall(r"^thread \((\d+)\): ([^;]+)", path.read_text(), re.M))
+    out: dict[str, float] = {}
+    for tid, cpu in after.items():
+        name = names.get(str(tid), "")
+        role = next((r for r, prefix in ROLES if name.startswith(prefix)), "other threads")
+        out[role] = out.get(role, 0.0) + cpu - before.get(tid, 0.0)
+    return out
+
+
 def py_spy() -> str:
     found = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(found).exists():
@@ -129,7 +165,9 @@ async def main() -> None:
     ]
     try:
         cpu_a, cpu_b = a.cpu_seconds(), b.cpu_seconds()
+        threads_before = thread_cpu(a.pid), thread_cpu(b.pid)
         first_at, last_at, first = await wait_count(client, args.events, timeout=300)
+        threads_after = thread_cpu(a.pid), thread_cpu(b.pid)
         us_a = (a.cpu_seconds() - cpu_a) / args.events * 1e6
         us_b = (b.cpu_seconds() - cpu_b) / args.events * 1e6
     finally:
@@ -151,6 +189,13 @@ async def main() -> None:
         a_us, b_us = share_a.get(k, 0) * us_a, share_b.get(k, 0) * us_b
         print(f"| {k} | {a_us:.0f} | {b_us:.0f} | {a_us + b_us:.0f} |")
     print(f"| **total** | {us_a:.0f} | {us_b:.0f} | {us_a + us_b:.0f} |")
+    role_a = roles(out / "bench-a.txt", threads_before[0], threads_after[0])
+    role_b = roles(out / "bench-b.txt", threads_before[1], threads_after[1])
+    print("\n| thread (CPU time, exact) | A µs/event | B µs/event | A + B |\n|---|---:|---:|---:|")
+    for role in [r for r, _ in ROLES] + ["other threads"]:
+        a_us = role_a.get(role, 0.0) / args.events * 1e6
+        b_us = role_b.get(role, 0.0) / args.events * 1e6
+        print(f"| {role} | {a_us:.1f} | {b_us:.1f} | {a_us + b_us:.1f} |")
     if args.keep is None:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from node.protocol.keystore import REPLAY_WINDOW
 from node.runtime.replay_cache import DurableReplayCache
 from node.storage.backends import open_store
@@ -25,5 +27,32 @@ def test_replay_window_survives_restart(stores):
     assert not restarted.check_and_record("hello:01KAZ2J2NV0000000000000001", 1200.0)
     # Outside the window the same key is fresh again.
     assert restarted.check_and_record("hello:01KAZ2J2NV0000000000000001", 1700.0)
+    thread.close()
+    store.close()
+
+
+def test_keys_seen_while_a_record_is_queued_join_it(tmp_path):
+    """One store-thread job (one transaction) records every key seen until it runs."""
+    path = str(tmp_path / "events.sqlite3")
+    thread = StoreThread()
+    store = open_store(path)
+    cache = DurableReplayCache(store, thread)
+    gate = threading.Event()
+    thread.submit(gate.wait)  # the store thread is busy while the keys arrive
+    jobs = []
+    submit = thread.submit
+    thread.submit = lambda fn, *args: jobs.append(fn) or submit(fn, *args)  # type: ignore[method-assign]
+    keys = [f"sig:key-{n}" for n in range(100)]
+    assert all(cache.check_and_record(k, 1000.0) for k in keys)
+    gate.set()
+    thread.close()  # waits for the durable write
+    store.close()
+    assert len(jobs) == 1
+
+    thread = StoreThread()
+    store = open_store(path)
+    restarted = DurableReplayCache(store, thread)
+    restarted.load(store.replay_entries(1000.0 - REPLAY_WINDOW))
+    assert not any(restarted.check_and_record(k, 1001.0) for k in keys)
     thread.close()
     store.close()

@@ -13,6 +13,7 @@ import inspect
 import warnings
 
 import h2.connection
+import h2.events
 import hyperframe.frame
 import pytest
 from hypercorn.asyncio.task_group import TaskGroup
@@ -191,3 +192,61 @@ def test_fast_frame_repr_is_identical_to_upstream(data, padded, pad_length):
     assert patches._raw_data_repr(data) == patches._upstream_raw_data_repr(data)
     patches.install()
     assert repr(frame).endswith(": " + expected)
+
+
+async def _last_data_frame(url: str, path: str) -> tuple[bytes, bool]:
+    """GET ``path`` with a bare h2 client: the payload of the response's DATA frame that
+    ends the stream, and whether HEADERS came in the same read as the body's first DATA."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    conn = h2.connection.H2Connection()
+    conn.initiate_connection()
+    conn.send_headers(
+        1, [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", host)], True
+    )
+    writer.write(conn.data_to_send())
+    together = False
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), WAIT)
+            assert chunk, "connection closed before the response ended"
+            events = conn.receive_data(chunk)
+            writer.write(conn.data_to_send())
+            kinds = [type(e) for e in events]
+            if h2.events.ResponseReceived in kinds and h2.events.DataReceived in kinds:
+                together = True
+            for event in events:
+                if isinstance(event, h2.events.DataReceived) and event.stream_ended:
+                    return event.data, together
+                if isinstance(event, h2.events.StreamEnded):
+                    return b"", together
+    finally:
+        writer.close()
+
+
+async def test_upstream_hypercorn_ends_a_response_with_an_empty_data_frame():
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok", "more_body": False})
+
+    config = Config()
+    config.errorlog = None
+    server = await start_server(app, "127.0.0.1", 0, config=config)
+    try:
+        last, _ = await _last_data_frame(server.url, "/")
+        assert last == b""  # HEADERS, DATA "ok", DATA "" + END_STREAM: three writes
+    finally:
+        await server.stop()
+
+
+async def test_federation_server_writes_a_sized_response_as_headers_and_one_final_data_frame():
+    server = await start_server(FederationApp(EchoHandler()), "127.0.0.1", 0)
+    try:
+        last, together = await _last_data_frame(server.url, "/_taps/federation/caps")
+        assert last.startswith(b"{")  # the body itself carries END_STREAM
+        assert together  # HEADERS waited for the body: one write
+    finally:
+        await server.stop()

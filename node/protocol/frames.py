@@ -235,6 +235,11 @@ class Event:
     content_hash: str
     key_id: str
     signature: str
+    # The decoded ciphertext and signature when this event was parsed from a frame (the
+    # frame checks decode them anyway): the §4.3 checks then need not decode them again.
+    # Whoever derives an event with other ciphertext or signature must leave them None.
+    raw_ciphertext: bytes | None = field(default=None, compare=False, repr=False)
+    raw_signature: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_dict(cls, p: dict) -> Event:
@@ -248,7 +253,7 @@ class Event:
         if not _is_int(seq) or seq < 1:
             raise _bad("payload.seq must be an integer ≥ 1")
         ciphertext = _str(p, "ciphertext")
-        _b64(ciphertext, "payload.ciphertext")
+        raw_ciphertext = _b64(ciphertext, "payload.ciphertext")
         content_hash = _str(p, "content_hash")
         if _HASH_RE.fullmatch(content_hash) is None:
             raise _bad("payload.content_hash must be sha256:<64 lowercase hex>")
@@ -256,8 +261,18 @@ class Event:
         if _KEY_ID_RE.fullmatch(key_id) is None:
             raise _bad("payload.key_id is malformed")
         signature = _str(p, "signature")
-        _b64(signature, "payload.signature", 64)
-        return cls(event_id, author, seq, ciphertext, content_hash, key_id, signature)
+        raw_signature = _b64(signature, "payload.signature", 64)
+        return cls(
+            event_id,
+            author,
+            seq,
+            ciphertext,
+            content_hash,
+            key_id,
+            signature,
+            raw_ciphertext,
+            raw_signature,
+        )
 
     def ciphertext_bytes(self) -> bytes:
         return _b64(self.ciphertext, "payload.ciphertext")

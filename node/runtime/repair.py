@@ -239,10 +239,14 @@ class Repair:
             await asyncio.sleep(OUTBOX_POLL)
             polls += 1
             # The outbox shrinking is progress, seen from the store's published summary;
-            # the exact look-up (a query over every id still queued) runs only when it
-            # did not shrink, and every 8th poll, to see the end.
+            # an empty one holds none of them. The exact look-up (a query over every id
+            # still queued, the sender's largest cost per event while a backlog drained)
+            # runs only when it did not shrink, and every 32nd poll, to see the end.
             was, size = size, self._outbox_size()
-            if size < was and polls % 8:
+            if size == 0:
+                queued = set()
+                break
+            if size < was and polls % 32:
                 stuck_since = time.monotonic()
                 continue
             left = await outbox.holds(self.peer_id, self.group_id, queued)

@@ -76,6 +76,11 @@ class Batch:
     # (index, event_id, content_hash) of events screen() found already held: it may run
     # while an earlier batch's transaction is still open, so commit() confirms each one.
     duplicates: list[tuple[int, str, str]] = field(default_factory=list)
+    # False when the checks ran without a full duplicate screen (only a guess of what is
+    # held): commit() then applies the duplicate check itself, in its §4.3 place, to what
+    # the later checks refused (after_duplicate) and to every candidate.
+    screened: bool = True
+    after_duplicate: list[tuple[int, str, str, Rejected]] = field(default_factory=list)
 
 
 def check_signatures(candidates: Sequence[Candidate]) -> list[bool]:
@@ -97,23 +102,30 @@ def check(
     items: Sequence[tuple[Event, str]],
     held: Sequence[bool],
     keys: Sequence[AuthorKey | None],
+    *,
+    screened: bool = True,
 ) -> Batch:
     """The §4.3 checks up to the signature, in their order, from what steps 1 and 2 found.
 
-    Pure: reads only its arguments, so it may run on any thread.
+    With ``screened`` false, ``held`` is only a guess (what is surely held) and the
+    commit completes the duplicate check. Pure: reads only its arguments, so it may run
+    on any thread.
     """
     sha256 = hashlib.sha256
     b64decode = base64.b64decode
     outcomes: list[Outcome | None] = [None] * len(items)
     candidates: list[Candidate] = []
     duplicates: list[tuple[int, str, str]] = []
+    after_duplicate: list[tuple[int, str, str, Rejected]] = []
     for i, (ev, hop) in enumerate(items):
         event_id = ev.event_id
-        try:
-            raw = b64decode(ev.ciphertext, validate=True)
-        except (binascii.Error, ValueError):
-            outcomes[i] = Rejected(ErrorCode.BAD_FRAME, "ciphertext is not base64", event_id)
-            continue
+        raw = ev.raw_ciphertext  # decoded when the frame was parsed
+        if raw is None:
+            try:
+                raw = b64decode(ev.ciphertext, validate=True)
+            except (binascii.Error, ValueError):
+                outcomes[i] = Rejected(ErrorCode.BAD_FRAME, "ciphertext is not base64", event_id)
+                continue
         if ev.content_hash != "sha256:" + sha256(raw).hexdigest():
             outcomes[i] = Rejected(
                 ErrorCode.HASH_MISMATCH, "content_hash does not match ciphertext", event_id
@@ -125,18 +137,31 @@ def check(
             continue
         key, provisional = keys[i] or (None, False)
         if key is None:
-            outcomes[i] = Rejected(
+            outcomes[i] = refused = Rejected(
                 ErrorCode.UNKNOWN_KEY, f"{ev.key_id} is not the key of {ev.author}", event_id
             )
+            after_duplicate.append((i, event_id, ev.content_hash, refused))
             continue
-        try:
-            signature = b64decode(ev.signature, validate=True)
-        except (binascii.Error, ValueError):
-            outcomes[i] = Rejected(ErrorCode.BAD_FRAME, "signature is not base64", event_id)
-            continue
+        signature = ev.raw_signature
+        if signature is None:
+            try:
+                signature = b64decode(ev.signature, validate=True)
+            except (binascii.Error, ValueError):
+                outcomes[i] = refused = Rejected(
+                    ErrorCode.BAD_FRAME, "signature is not base64", event_id
+                )
+                after_duplicate.append((i, event_id, ev.content_hash, refused))
+                continue
         signed = event_string(group_id, event_id, ev.author, ev.seq, ev.content_hash)
         candidates.append(Candidate(i, ev, hop, raw, key, signed, signature, provisional))
-    return Batch(group_id, outcomes, candidates, duplicates=duplicates)
+    return Batch(
+        group_id,
+        outcomes,
+        candidates,
+        duplicates=duplicates,
+        screened=screened,
+        after_duplicate=after_duplicate if not screened else [],
+    )
 
 
 class Ingest:
@@ -226,12 +251,21 @@ class Ingest:
                         ErrorCode.INTERNAL, "store changed under the check; resend", event_id
                     )
                 )
+            screened = batch.screened
+            for i, event_id, content_hash, refused in batch.after_duplicate:
+                # Unscreened: a held event is a duplicate before its key is looked at.
+                held_now = store.match(group_id, event_id, content_hash)
+                outcomes[i] = Duplicate(event_id) if held_now else refused
             for cand, ok in zip(batch.candidates, batch.verified, strict=True):
                 ev = cand.event
                 event_id = ev.event_id
                 if not ok:
-                    outcomes[cand.index] = Rejected(
-                        ErrorCode.BAD_SIGNATURE, "event signature does not verify", event_id
+                    outcomes[cand.index] = (
+                        Duplicate(event_id)
+                        if not screened and store.match(group_id, event_id, ev.content_hash)
+                        else Rejected(
+                            ErrorCode.BAD_SIGNATURE, "event signature does not verify", event_id
+                        )
                     )
                     continue
                 stored = StoredEvent.from_event(
