@@ -31,6 +31,7 @@ from node.runtime.config import (
     check_server_id,
     parse_listen,
     parse_peer_url,
+    parse_worker,
 )
 from tapsim_tui.settings.schema import (
     BOOL,
@@ -303,6 +304,9 @@ def node_config_from(given: Mapping[str, Given]) -> NodeConfig:
     for item in (cert, key, ca):
         if item.value is not None and not Path(item.value).is_file():  # type: ignore[arg-type]
             raise item.error(f"no such file: {item.value}")
+    worker, workers = _checked(given["worker"], parse_worker)  # type: ignore[misc]
+    advertise = given["advertise_url"]
+    advertise_url = None if advertise.value is None else _checked(advertise, parse_peer_url)
     config = NodeConfig(
         server_id=server_id,  # type: ignore[arg-type]
         data_dir=Path(given["data_dir"].value),  # type: ignore[arg-type]
@@ -315,6 +319,9 @@ def node_config_from(given: Mapping[str, Given]) -> NodeConfig:
         tls_ca=ca.value,  # type: ignore[arg-type]
         closed=bool(given["closed"].value),
         ping_interval=float(ping.value),  # type: ignore[arg-type]
+        advertise_url=advertise_url,  # type: ignore[arg-type]
+        worker=worker,
+        workers=workers,
     )
     try:
         config.client_ssl_context()  # a bad CA file fails here, in one line

@@ -99,6 +99,18 @@ NODE_OPTIONS: tuple[Option, ...] = (
         "keepalive PING interval, 1-300 s",
         30.0, "30", "10",
     ),
+    Option(
+        "worker", "--worker", STRING, "K/N",
+        "run as worker K of N sharing this identity and store (docs/scaling.md); it "
+        "initiates streams only for the groups it owns",
+        "0/1", "0/1: the only one", '"0/2"',
+    ),
+    Option(
+        "advertise_url", "--advertise-url", STRING, "URL",
+        "the URL peers reach this server at (its key document's url), e.g. the load "
+        "balancer's in front of workers",
+        None, "the listen address", '"http://taps.example.org:8448"',
+    ),
 )  # fmt: skip
 
 BY_KEY: dict[str, Option] = {o.key: o for o in NODE_OPTIONS}
