@@ -14,14 +14,21 @@ from pathlib import Path
 
 from node.runtime.config import NodeConfig, PeerConfig
 from node.runtime.node import Node
+from tests.support.stores import Stores
 
 # How long a test waits for a condition before it fails. Generous on purpose: the suite
 # runs on shared machines where another process may keep a core busy, and a wait that
 # ends as soon as its condition holds costs nothing when the machine is fast.
 WAIT = 60.0
 
+# The stores of the test's backend (the ``node_stores`` fixture sets it); None: each
+# node's SQLite file in its data dir.
+STORES: Stores | None = None
+
 
 def node_config(tmp: Path, name: str, *, groups=("g!test",), peers=(), **kw) -> NodeConfig:
+    if STORES is not None and "store" not in kw:
+        kw["store"] = STORES.for_data_dir(tmp / name)
     return NodeConfig(
         server_id=name,
         data_dir=tmp / name,

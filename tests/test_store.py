@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from node.protocol.errors import ErrorCode, ProtocolError
 from node.protocol.ids import CROCKFORD
 from node.protocol.signing import content_hash
+from node.storage.backends import open_store
 from node.storage.sqlite_store import SQLiteStore
 from node.storage.store import StoredEvent
 from node.sync.fingerprint import MOD, event_term, fingerprint
@@ -53,8 +54,8 @@ def make(
 
 
 @pytest.fixture
-def store():
-    s = SQLiteStore.open(":memory:")
+def store(stores):
+    s = open_store(stores.location())
     yield s
     s.close()
 
@@ -248,18 +249,25 @@ def test_digest_rejects_malformed_queries(store, lo, hi, buckets):
     assert err.value.code == ErrorCode.BAD_FRAME
 
 
+class _NoDatabase:
+    """Stands in for a store's connection: any use of it fails the test."""
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"the database was used ({name})")
+
+
 def test_digest_reads_no_sql(store):
-    """Range summaries come from memory: no statement reaches SQLite."""
+    """Range summaries come from memory: no statement reaches the database."""
     for n in range(1, 200):
         store.insert_event(make(n))
-    statements: list[str] = []
-    store._db.set_trace_callback(statements.append)
-    store.digest(GROUP, "server-bob", "", "", 16)
-    store.digest(GROUP, "server-bob", ulid(50), ulid(150), 16)
-    store.range_summary(GROUP, ulid(3), ulid(9))
-    store.summary(GROUP)
-    store._db.set_trace_callback(None)
-    assert statements == []
+    db, store._db = store._db, _NoDatabase()
+    try:
+        store.digest(GROUP, "server-bob", "", "", 16)
+        store.digest(GROUP, "server-bob", ulid(50), ulid(150), 16)
+        store.range_summary(GROUP, ulid(3), ulid(9))
+        store.summary(GROUP)
+    finally:
+        store._db = db
 
 
 ops = st.lists(
@@ -331,16 +339,16 @@ def test_indexes_equal_recomputation(ops, bounds, buckets):
     store.close()
 
 
-def test_indexes_rebuilt_on_reopen(tmp_path):
-    path = str(tmp_path / "node.db")
-    store = SQLiteStore.open(path)
+def test_indexes_rebuilt_on_reopen(stores):
+    path = stores.location()
+    store = open_store(path)
     for n in range(60, 0, -1):
         store.insert_event(make(n, author=("server-alice", "server-bob")[n % 2], seq=n // 2))
     store.replace_event(make(7, author="server-bob", seq=3, body=b"\x00"))
     store.replace_event(make(7, author="server-bob", seq=3, body=b"\x01"))
     before = (store.digest(GROUP, "s", "", "", 7), store.digest(GROUP, "s", ulid(9), ulid(50), 5))
     store.close()
-    store = SQLiteStore.open(path)
+    store = open_store(path)
     after = (store.digest(GROUP, "s", "", "", 7), store.digest(GROUP, "s", ulid(9), ulid(50), 5))
     assert after == before
     store.close()
@@ -374,9 +382,9 @@ def test_get_events_in_id_order_skipping_unknown_ids(store):
 # --------------------------------------------------------------------------- outbox
 
 
-def test_outbox_order_removal_and_count(tmp_path):
-    path = str(tmp_path / "node.db")
-    store = SQLiteStore.open(path)
+def test_outbox_order_removal_and_count(stores):
+    path = stores.location()
+    store = open_store(path)
     for n in (5, 1, 3, 2, 4):
         store.insert_event(make(n))
     assert store.outbox_add("server-bob", GROUP, [ulid(n) for n in (5, 1, 3)]) == 3
@@ -391,7 +399,7 @@ def test_outbox_order_removal_and_count(tmp_path):
     assert store.outbox_remove("server-bob", GROUP, [ulid(1), ulid(3), ulid(4)]) == 2
     assert store.outbox_count("server-bob", GROUP) == 2
     store.close()
-    store = SQLiteStore.open(path)
+    store = open_store(path)
     assert store.outbox_count("server-bob", GROUP) == 2
     assert store.outbox_count("server-carol", GROUP) == 1
     pending = store.outbox_pending("server-bob", GROUP)
@@ -402,15 +410,15 @@ def test_outbox_order_removal_and_count(tmp_path):
 # --------------------------------------------------------------------------- pins, replay, seq
 
 
-def test_pins_round_trip(tmp_path):
-    path = str(tmp_path / "node.db")
-    store = SQLiteStore.open(path)
+def test_pins_round_trip(stores):
+    path = stores.location()
+    store = open_store(path)
     doc = {"server_id": "server-alice", "key_id": "ed25519:NHUPmL1Z", "url": ""}
     store.save_pin("server-alice", doc, "hello")
     store.save_pin("server-bob", {"server_id": "server-bob"}, "config")
     store.save_pin("server-alice", {**doc, "url": "http://h:1"}, "hello")
     store.close()
-    store = SQLiteStore.open(path)
+    store = open_store(path)
     assert store.load_pins() == [
         ({**doc, "url": "http://h:1"}, "hello"),
         ({"server_id": "server-bob"}, "config"),
@@ -420,13 +428,13 @@ def test_pins_round_trip(tmp_path):
     store.close()
 
 
-def test_replay_cache_is_durable_and_expires(tmp_path):
-    path = str(tmp_path / "node.db")
-    store = SQLiteStore.open(path)
+def test_replay_cache_is_durable_and_expires(stores):
+    path = stores.location()
+    store = open_store(path)
     assert store.check_and_record("hello:01A", now=1000.0) is True
     assert store.check_and_record("hello:01A", now=1300.0) is False
     store.close()
-    store = SQLiteStore.open(path)
+    store = open_store(path)
     assert store.check_and_record("hello:01A", now=1599.0) is False  # a restart reopens nothing
     assert store.check_and_record("hello:01B", now=1599.0) is True
     assert store.check_and_record("hello:01A", now=1601.0) is True  # outside the window
@@ -437,13 +445,13 @@ def test_replay_cache_is_durable_and_expires(tmp_path):
     store.close()
 
 
-def test_own_seq_never_reused(tmp_path):
-    path = str(tmp_path / "node.db")
-    store = SQLiteStore.open(path)
+def test_own_seq_never_reused(stores):
+    path = stores.location()
+    store = open_store(path)
     assert [store.next_own_seq(GROUP) for _ in range(3)] == [1, 2, 3]
     assert store.next_own_seq("g!other") == 1
     store.close()
-    store = SQLiteStore.open(path)
+    store = open_store(path)
     assert store.next_own_seq(GROUP) == 4
     # seqs of our own events learned back from peers are skipped too
     store.insert_event(make(1, author="server-me", seq=10))
@@ -452,14 +460,14 @@ def test_own_seq_never_reused(tmp_path):
     store.close()
 
 
-def test_equivocators_are_durable(tmp_path):
-    path = str(tmp_path / "node.db")
-    store = SQLiteStore.open(path)
+def test_equivocators_are_durable(stores):
+    path = stores.location()
+    store = open_store(path)
     store.mark_equivocating(GROUP, "server-bob")
     store.mark_equivocating(GROUP, "server-bob")
     store.mark_equivocating(GROUP, "server-alice")
     store.close()
-    store = SQLiteStore.open(path)
+    store = open_store(path)
     assert store.equivocators(GROUP) == ["server-alice", "server-bob"]
     assert store.equivocators("g!other") == []
     store.close()
@@ -468,12 +476,12 @@ def test_equivocators_are_durable(tmp_path):
 # --------------------------------------------------------------------------- crash safety
 
 
-def _run_until(path: Path, mode: str, event_id: str, line: str) -> None:
+def _run_until(path: str, mode: str, event_id: str, line: str) -> None:
     """Start the writer, wait for it to say ``line``, then SIGKILL it at once."""
     helper = Path(__file__).with_name("crash_writer.py")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
     proc = subprocess.Popen(
-        [sys.executable, str(helper), str(path), mode, event_id],
+        [sys.executable, str(helper), path, mode, event_id],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -491,12 +499,11 @@ def _run_until(path: Path, mode: str, event_id: str, line: str) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def test_committed_transaction_survives_sigkill(tmp_path):
-    path = tmp_path / "data" / "node.db"
-    path.parent.mkdir()
+def test_committed_transaction_survives_sigkill(stores):
+    path = stores.location()
     _run_until(path, "commit", ulid(1), "committed")
     _run_until(path, "open-tx", ulid(2), "inside")
-    store = SQLiteStore.open(str(path))
+    store = open_store(path)
     ev = store.get_event("g!crash", ulid(1))
     assert ev is not None and ev.ciphertext == ulid(1).encode()
     assert store.get_event("g!crash", ulid(2)) is None  # never committed

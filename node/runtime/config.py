@@ -17,6 +17,7 @@ from pathlib import Path
 from node.protocol.ids import is_group_id, is_server_id
 
 DEFAULT_PORT = 8448
+STORE_FILE = "events.sqlite3"  # the default store, in the data dir
 
 _HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")  # a name or IPv4
 _PORT_RE = re.compile(r"[0-9]{1,5}")
@@ -55,6 +56,13 @@ class NodeConfig:
     # this one initiates streams only for the groups it owns (node.storage.ownership).
     worker: int = 0
     workers: int = 1
+    # Where the events live: a postgresql:// URL, else the SQLite file in the data dir.
+    store: str | None = None
+
+    @property
+    def store_location(self) -> str:
+        """What :func:`node.storage.backends.open_store` opens for this node."""
+        return self.store or str(Path(self.data_dir) / STORE_FILE)
 
     @property
     def scheme(self) -> str:

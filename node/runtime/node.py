@@ -132,7 +132,7 @@ class Node:
         data_dir = Path(config.data_dir)
         self.lock.acquire()  # before anything in the data dir is opened
         self.identity = identity = load_identity(data_dir, config.server_id)
-        self.store = store = await thread.open(str(data_dir / "events.sqlite3"))
+        self.store = store = await thread.open(config.store_location)
         self.ownership = await self._ownership()
         self.keystore = keystore = KeyStore(
             closed=config.closed,
