@@ -134,9 +134,10 @@ def run_workers(args: argparse.Namespace, config: NodeConfig) -> int:
         workers = [parse_listen(a) for a in args.worker_at]
         print(haproxy_config(frontend, workers, args.map), end="")
         return 0
-    from node.storage.backends import open_store
+    from node.storage.backends import SHARED, is_postgres_url, open_store
 
-    store = open_store(str(config.data_dir / "events.sqlite3"))
+    location = config.store_location
+    store = open_store(location, worker=SHARED if is_postgres_url(location) else None)
     try:
         count = store.worker_count(0)  # 0: read only
         if action == "map":

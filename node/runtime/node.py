@@ -132,7 +132,9 @@ class Node:
         data_dir = Path(config.data_dir)
         self.lock.acquire()  # before anything in the data dir is opened
         self.identity = identity = load_identity(data_dir, config.server_id)
-        self.store = store = await thread.open(config.store_location)
+        self.store = store = await thread.open(
+            config.store_location, worker=config.worker if config.workers > 1 else None
+        )
         self.ownership = await self._ownership()
         self.keystore = keystore = KeyStore(
             closed=config.closed,
