@@ -42,8 +42,10 @@ class ProcNode:
         module: str = "tapsim_tui.cli",
         pre: tuple[str, ...] = (),
         extra: tuple[str, ...] = (),
+        server_id: str | None = None,
     ) -> None:
         self.name = name
+        self.server_id = server_id or name  # workers of one server share it
         self.data_dir = tmp / name
         self.peers = list(peers)
         self.groups = groups
@@ -67,7 +69,7 @@ class ProcNode:
             "--listen",
             f"127.0.0.1:{self.port}",
             "--server-id",
-            self.name,
+            self.server_id,
             "--data-dir",
             str(self.data_dir),
         ]

@@ -59,7 +59,12 @@ GOOD = [
     ("ping_interval = 5", ["--ping-interval", "5"], "ping_interval", 5.0),
     ("ping_interval = 2.5", ["--ping-interval", "2.5"], "ping_interval", 2.5),
     ('worker = "1/3"', ["--worker", "1/3"], "workers", 3),
-    ('advertise_url = "http://LB"', ["--advertise-url", "http://LB"], "advertise_url", "http://lb:8448"),
+    (
+        'advertise_url = "http://LB"',
+        ["--advertise-url", "http://LB"],
+        "advertise_url",
+        "http://lb:8448",
+    ),
     ('tls_ca = "{certs}/cert.pem"', ["--tls-ca", "{certs}/cert.pem"], "tls_ca", None),
     (
         'tls_cert = "{certs}/cert.pem"\ntls_key = "{certs}/key.pem"',
