@@ -53,6 +53,12 @@ GOOD = [
     ('listen = ":9000"', ["--listen", ":9000"], "listen_port", 9000),
     ('server_id = "carol"', ["--server-id", "carol"], "server_id", "carol"),
     ('data_dir = "/srv/tapsim"', ["--data-dir", "/srv/tapsim"], "data_dir", Path("/srv/tapsim")),
+    (
+        'store = "postgresql://t@db/t"',
+        ["--store", "postgresql://t@db/t"],
+        "store",
+        "postgresql://t@db/t",
+    ),
     ('peers = ["http://Bob.lan"]', ["--peer", "http://Bob.lan"], "peers", "http://bob.lan:8448"),
     ('groups = ["g!a", "g!b"]', ["--group", "g!a", "--group", "g!b"], "groups", ("g!a", "g!b")),
     ("closed = true", ["--closed"], "closed", True),
@@ -112,6 +118,7 @@ def test_defaults_are_the_schemas(tmp_path):
     assert (config.listen_host, config.listen_port) == ("127.0.0.1", 8448)
     assert config.groups == () and config.peers == [] and config.closed is False
     assert config.ping_interval == 30.0 and config.tls_cert is None
+    assert config.store is None and config.store_location == str(config.data_dir / "events.sqlite3")
     assert config.data_dir == tmp_path / "xdg-data" / "tapsim" / config.server_id
 
 
@@ -168,6 +175,7 @@ BAD_VALUES = [
     ('server_id = "a b"', ["--server-id", "a b"], "server_id", "bad server id 'a b'"),
     ('peers = ["ftp://x"]', ["--peer", "ftp://x"], "peers", "bad peer URL 'ftp://x'"),
     ('groups = ["team"]', ["--group", "team"], "groups", "bad group id 'team'"),
+    ('store = "/srv/events.db"', ["--store", "/srv/events.db"], "store", "give a postgresql://"),
     ("ping_interval = 0.5", ["--ping-interval", "0.5"], "ping_interval", "out of range: give 1 to 300"),
     ("ping_interval = 301", ["--ping-interval", "301"], "ping_interval", "out of range"),
     ('tls_cert = "/nonexistent.pem"\ntls_key = "/nonexistent.pem"', ["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.pem"], "tls_cert", "no such file: /nonexistent.pem"),

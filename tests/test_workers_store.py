@@ -44,7 +44,7 @@ def test_workers_share_a_postgres_store_one_slot_each(stores):
     try:
         w0.claim_owners(GROUPS, 2)
         assert w1.owners() == w0.owners()  # one table, seen by both
-        with pytest.raises(StoreFileError, match="worker 1 .* runs already"):
+        with pytest.raises(StoreFileError, match=r"worker 1 .* runs already"):
             opened.append(open_store(url, worker=1))
         with pytest.raises(StoreFileError, match="in use by another node"):
             opened.append(open_store(url))

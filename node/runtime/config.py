@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.protocol.ids import is_group_id, is_server_id
+from node.storage.location import is_postgres_url
 
 DEFAULT_PORT = 8448
 STORE_FILE = "events.sqlite3"  # the default store, in the data dir
@@ -183,6 +184,18 @@ def parse_worker(value: str) -> tuple[int, int]:
     if not k < n:
         raise ConfigError(f"bad worker {value!r}: workers are numbered 0 to {n - 1}")
     return k, n
+
+
+def check_store_url(value: str) -> str:
+    """``--store``: a PostgreSQL URL (the SQLite store needs none: it is in the data dir).
+    Whether the server answers, and accepts the rest of the URL, is learnt at start."""
+    text = value.strip()
+    if not is_postgres_url(text):
+        raise ConfigError(
+            f"bad store {value!r}: give a postgresql://USER@HOST/DATABASE URL "
+            "(leave the store out to keep events in the data dir's SQLite file)"
+        )
+    return text
 
 
 def check_server_id(value: str) -> str:

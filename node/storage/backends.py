@@ -9,14 +9,10 @@ file (or ``":memory:"``), the default, which needs no server.
 from __future__ import annotations
 
 from node.storage.errors import StoreFileError
+from node.storage.location import is_postgres_url
 from node.storage.store import Store
 
 SHARED = -1  # node.storage.postgres_schema.SHARED, without importing psycopg here
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-
-
-def is_postgres_url(location: str) -> bool:
-    return location.startswith(POSTGRES_SCHEMES)
 
 
 def open_store(location: str, *, worker: int | None = None) -> Store:

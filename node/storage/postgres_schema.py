@@ -21,14 +21,13 @@ Why it is done this way:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import conninfo
 
 from node.storage.errors import StoreFileError
+from node.storage.location import shown_url
 from node.storage.sqlite_schema import SCHEMA_VERSION
 
 _LOCK_KEY = 0x54415053  # "TAPS", with hashtext(schema) as the second key
@@ -101,22 +100,6 @@ def _to_2(db: psycopg.Connection) -> None:
 
 # MIGRATIONS[v] takes a store from schema v to v + 1 (as sqlite_schema.MIGRATIONS).
 MIGRATIONS: dict[int, Callable[[psycopg.Connection], None]] = {1: _to_2}
-
-
-def shown_url(url: str) -> str:
-    """The URL for messages and logs: any password replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if parts.password is not None:
-            user, _, host = netloc.rpartition("@")
-            netloc = f"{user.partition(':')[0]}:***@{host}"
-        query = urlencode(
-            [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)], safe="/"
-        )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return re.sub(r"//[^@/]*@", "//***@", url)
 
 
 def one_line(exc: BaseException) -> str:

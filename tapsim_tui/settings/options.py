@@ -29,6 +29,7 @@ from node.runtime.config import (
     PeerConfig,
     check_group_id,
     check_server_id,
+    check_store_url,
     parse_listen,
     parse_peer_url,
     parse_worker,
@@ -307,7 +308,9 @@ def node_config_from(given: Mapping[str, Given]) -> NodeConfig:
     worker, workers = _checked(given["worker"], parse_worker)  # type: ignore[misc]
     advertise = given["advertise_url"]
     advertise_url = None if advertise.value is None else _checked(advertise, parse_peer_url)
+    store = given["store"]
     config = NodeConfig(
+        store=None if store.value is None else _checked(store, check_store_url),  # type: ignore[arg-type]
         server_id=server_id,  # type: ignore[arg-type]
         data_dir=Path(given["data_dir"].value),  # type: ignore[arg-type]
         listen_host=host,

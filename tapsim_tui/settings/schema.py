@@ -63,6 +63,12 @@ NODE_OPTIONS: tuple[Option, ...] = (
         None, "SERVER_ID under the user data dir", '"~/tapsim-data"',
     ),
     Option(
+        "store", "--store", STRING, "URL",
+        "where the events live: a postgresql://USER@HOST/DB URL keeps them in PostgreSQL; "
+        "the key, the lock and the control socket stay in the data dir",
+        None, "SQLite, events.sqlite3 in the data dir", '"postgresql://tapsim@db/tapsim"',
+    ),
+    Option(
         "peers", "--peer", LIST, "URL",
         "a peer to federate with, http(s)://HOST[:PORT] (port 8448 if omitted; repeatable)",
         (), "none", '["http://192.168.1.10:8448"]',

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from node.storage.location import shown_url
 from tapsim_tui.settings.config_file import ConfigSource
 from tapsim_tui.settings.schema import NODE_OPTIONS, Given, toml_value
 
@@ -30,10 +31,13 @@ def effective_config(
     lines = [f"# config file: {source.path}{state}"]
     for option in NODE_OPTIONS:
         item = given[option.key]
-        if item.value is None:
+        value = item.value
+        if value is None:
             lines.append(f"# {option.key} is not set  # default: {option.default_words}")
-        else:
-            lines.append(f"{option.key} = {toml_value(item.value)}  # {_source(item)}")
+            continue
+        if option.key == "store":  # a password in the URL is not shown
+            value = shown_url(str(value))
+        lines.append(f"{option.key} = {toml_value(value)}  # {_source(item)}")
     passphrases = source.data.get("passphrases", {})
     lines += ["", "[passphrases]  # config file; the passphrases are not shown"]
     lines += [f'{toml_value(group)} = "…"' for group in passphrases]
