@@ -56,3 +56,27 @@ def test_workers_share_a_postgres_store_one_slot_each(stores):
             store.close()
     alone = open_store(url)  # once the workers are gone, a lone node may have it
     alone.close()
+
+
+async def test_a_worker_starts_only_on_a_shared_store_with_the_recorded_count(stores, tmp_path):
+    from node.runtime.config import ConfigError
+    from node.runtime.node import Node
+    from tests.nodes import node_config
+
+    groups = ("g!w-0", "g!w-1", "g!w-2", "g!w-3")
+    store = stores.location("shared") if stores.is_postgres else None
+    first = Node(node_config(tmp_path, "w0", groups=groups, store=store, worker=0, workers=2))
+    if not stores.is_postgres:
+        with pytest.raises(StoreFileError, match="only on PostgreSQL"):
+            await first.start()
+        await first.stop()
+        return
+    await first.start()
+    try:
+        assert first.ownership.mine(groups) == [g for g in groups if hash_owner(g, 2) == 0]
+        other = Node(node_config(tmp_path, "w1", groups=groups, store=store, worker=1, workers=3))
+        with pytest.raises(ConfigError, match="the store records 2 workers"):
+            await other.start()
+        await other.stop()
+    finally:
+        await first.stop()
