@@ -121,6 +121,10 @@ async def test_haproxy_routes_each_group_to_its_owner_and_the_rest_to_any_worker
         for _ in range(4):
             r = await client.request("GET", f"{PREFIX}/caps")
             assert r.status == 200 and orjson.loads(r.body)["server_id"] == "w1"
+        # Its groups are not sent elsewhere: 503, and the peer retries later (§4.5).
+        orphan = next(g for g in GROUPS if owners.get(g, hash_owner(g, 2)) == 0)
+        r = await client.request("GET", group_path(orphan, "digest"))
+        assert r.status == 503
     finally:
         if client is not None:
             await client.close()
