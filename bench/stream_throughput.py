@@ -141,8 +141,12 @@ async def baseline_tcp(lines: list[bytes]) -> float:
 # --------------------------------------------------------------------------- baseline (b)
 
 
-def baseline_ingest(events: list[Event], author: str, tmp: Path) -> float:
-    store = open_store(str(tmp / "baseline.sqlite3"))
+def baseline_ingest(
+    events: list[Event], author: str, tmp: Path, *, location: str | None = None
+) -> float:
+    """Events/s of Ingest.process in batches of 256 on a fresh store (SQLite in ``tmp``,
+    or ``location``)."""
+    store = open_store(location or str(tmp / "baseline.sqlite3"))
     key = identity_for(author).public_key
     ingest = Ingest(store, lambda a, k: key if a == author else None)
     start = time.perf_counter()

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from node.sync.fingerprint import Accumulator, event_term, fingerprint
+from tests import nodes
 from tests.nodes import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,10 +44,15 @@ class ProcNode:
         pre: tuple[str, ...] = (),
         extra: tuple[str, ...] = (),
         server_id: str | None = None,
+        store: str | None = None,
     ) -> None:
         self.name = name
         self.server_id = server_id or name  # workers of one server share it
         self.data_dir = tmp / name
+        # The test's backend (tests.nodes.STORES), unless a store is given.
+        if store is None and nodes.STORES is not None:
+            store = nodes.STORES.for_data_dir(self.data_dir)
+        self.store = store
         self.peers = list(peers)
         self.groups = groups
         self.ping_interval = ping_interval
@@ -81,6 +87,8 @@ class ProcNode:
             cmd += ["--ping-interval", str(self.ping_interval)]
         if self.closed:
             cmd.append("--closed")
+        if self.store is not None:
+            cmd += ["--store", self.store]
         return cmd + list(self.extra)
 
     async def start(self, timeout: float = 60.0) -> str:
@@ -175,35 +183,45 @@ class ProcNode:
         raise AssertionError("no VmRSS")
 
     @property
-    def db_path(self) -> Path:
-        return self.data_dir / "events.sqlite3"
+    def db_path(self) -> str:
+        """Where its events are: the SQLite file in its data dir, or its PostgreSQL URL."""
+        return self.store or str(self.data_dir / "events.sqlite3")
 
 
 # --------------------------------------------------------------------------- files
 
 
-def db_rows(path: Path, group: str) -> list[tuple[str, str, int, bytes, str]]:
+def _query(location: str | Path, sql: str, args: tuple) -> list[tuple]:
+    """Rows straight from a node's store, its SQLite file or its PostgreSQL schema (``?``
+    placeholders), without the node's code: what is really on disk."""
+    location = str(location)
+    if location.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        with psycopg.connect(location) as db:
+            return [tuple(r) for r in db.execute(sql.replace("?", "%s"), args).fetchall()]  # type: ignore[arg-type]
+    db = sqlite3.connect(location, timeout=10)
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+
+
+def db_rows(path: str | Path, group: str) -> list[tuple[str, str, int, bytes, str]]:
     """(event_id, author, seq, ciphertext, content_hash) of every row of a group, read
-    straight from a node's SQLite file (the node must not be running, or be dead)."""
-    db = sqlite3.connect(path, timeout=10)
-    try:
-        return db.execute(
-            "SELECT event_id, author, seq, ciphertext, content_hash FROM events "
-            "WHERE group_id = ? ORDER BY event_id",
-            (group,),
-        ).fetchall()
-    finally:
-        db.close()
+    straight from a node's store (the node must not be running, or be dead)."""
+    return _query(
+        path,
+        "SELECT event_id, author, seq, ciphertext, content_hash FROM events "
+        "WHERE group_id = ? ORDER BY event_id",
+        (group,),
+    )
 
 
-def db_outbox(path: Path, peer: str, group: str) -> set[str]:
-    db = sqlite3.connect(path, timeout=10)
-    try:
-        rows = db.execute(
-            "SELECT event_id FROM outbox WHERE peer_id = ? AND group_id = ?", (peer, group)
-        ).fetchall()
-    finally:
-        db.close()
+def db_outbox(path: str | Path, peer: str, group: str) -> set[str]:
+    rows = _query(
+        path, "SELECT event_id FROM outbox WHERE peer_id = ? AND group_id = ?", (peer, group)
+    )
     return {r[0] for r in rows}
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 
 from node.transport.client import FederationClient
 from tests.nodes import start_node, streams_up, summary, wait_until
@@ -31,6 +32,9 @@ from tests.procnodes import (
     db_rows,
     rows_fingerprint,
 )
+
+# Both nodes keep their events on SQLite, then on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("node_stores")
 
 GROUP = "g!test"
 N = 10_000

@@ -7,6 +7,9 @@ import pytest
 from node.view.snapshot import FAULT_CUT
 from tests.nodes import start_node, streams_up, summary, wait_until
 
+# Every node of these tests keeps its events on SQLite, then on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("node_stores")
+
 
 @pytest.fixture
 async def pair(tmp_path):

@@ -40,10 +40,10 @@ class OwnedStore:
         return call
 
 
-async def test_only_the_store_thread_touches_the_store(tmp_path):
+async def test_only_the_store_thread_touches_the_store(stores):
     ident = Identity.from_seed(b"\x07" * 32, "server-alice")
     thread = StoreThread()
-    store = OwnedStore(await thread.open(str(tmp_path / "events.sqlite3")))
+    store = OwnedStore(await thread.open(stores.location()))
     lookups: set[str] = set()
 
     def key_lookup(author: str, key_id: str) -> bytes | None:

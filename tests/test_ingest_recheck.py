@@ -21,9 +21,9 @@ from node.storage.store import StoredEvent
 G = "g!recheck"
 
 
-def test_a_duplicate_of_a_rolled_back_write_is_not_acknowledged():
+def test_a_duplicate_of_a_rolled_back_write_is_not_acknowledged(stores):
     ident = Identity.from_seed(b"\x09" * 32, "alice")
-    store = open_store(":memory:")
+    store = open_store(stores.location())
     ingest = Ingest(store, lambda author, key_id: ident.public_key)
     event = ident.sign_event(G, "01KAZ2J2R80000000000000002", 1, b"sealed bytes")
     held = StoredEvent.from_event(

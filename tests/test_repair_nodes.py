@@ -42,6 +42,9 @@ from node.view.snapshot import (
 from tests.diffsets import split_sides
 from tests.nodes import start_node, streams_up, wait_until
 
+# Every node of these tests keeps its events on SQLite, then on PostgreSQL.
+pytestmark = pytest.mark.usefixtures("node_stores")
+
 G = "g!test"
 AUTHORS = ("author-a", "author-b", "author-c")
 N = 10_000

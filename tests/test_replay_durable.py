@@ -8,8 +8,8 @@ from node.storage.backends import open_store
 from node.storage.store_thread import StoreThread
 
 
-def test_replay_window_survives_restart(tmp_path):
-    path = str(tmp_path / "events.sqlite3")
+def test_replay_window_survives_restart(stores):
+    path = stores.location()
     thread = StoreThread()
     store = open_store(path)
     cache = DurableReplayCache(store, thread)

@@ -169,25 +169,30 @@ def test_the_fixture_is_what_the_previous_release_wrote():
     assert any(server == "bob" for server, _ in expected["pins"])
 
 
-def test_a_store_of_the_previous_release_opens_with_everything_in_it(old_data_dir):
+def assert_holds_the_fixture(store) -> None:
+    """``store`` holds everything the previous release's fixture held (either backend)."""
     expected = json.loads((FIXTURE / "expected.json").read_text())
     group = expected["group"]
+    assert store.summary(group) == (expected["count"], expected["fingerprint"])
+    held = store.get_events(group, [e[0] for e in expected["events"]])
+    assert [[e.event_id, e.author, e.seq, e.content_hash] for e in held] == expected["events"]
+    queued = expected["outbox"]
+    assert store.outbox_counts() == {("bob", group): len(queued)}
+    pending = store.outbox_pending("bob", group)
+    assert [["bob", group, e.event_id] for e in pending] == queued
+    assert sorted((doc["server_id"], source) for doc, source in store.load_pins()) == [
+        tuple(p) for p in expected["pins"]
+    ]
+    assert [list(r) for r in store.replay_entries(0.0)] == expected["replay"]
+    (_, next_seq), *_ = expected["own_seq"]
+    assert store.next_own_seq(group, "alice") == next_seq
+    assert store.load_peer_ids() == {url: sid for url, sid in expected["peer_ids"]}
+
+
+def test_a_store_of_the_previous_release_opens_with_everything_in_it(old_data_dir):
     store = SQLiteStore.open(str(old_data_dir / "events.sqlite3"))
     try:
-        assert store.summary(group) == (expected["count"], expected["fingerprint"])
-        held = store.get_events(group, [e[0] for e in expected["events"]])
-        assert [[e.event_id, e.author, e.seq, e.content_hash] for e in held] == expected["events"]
-        queued = expected["outbox"]
-        assert store.outbox_counts() == {("bob", group): len(queued)}
-        pending = store.outbox_pending("bob", group)
-        assert [["bob", group, e.event_id] for e in pending] == queued
-        assert sorted((doc["server_id"], source) for doc, source in store.load_pins()) == [
-            tuple(p) for p in expected["pins"]
-        ]
-        assert [list(r) for r in store.replay_entries(0.0)] == expected["replay"]
-        (_, next_seq), *_ = expected["own_seq"]
-        assert store.next_own_seq(group, "alice") == next_seq
-        assert store.load_peer_ids() == {url: sid for url, sid in expected["peer_ids"]}
+        assert_holds_the_fixture(store)
     finally:
         store.close()
     db = sqlite3.connect(old_data_dir / "events.sqlite3")

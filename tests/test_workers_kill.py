@@ -74,7 +74,8 @@ async def test_a_worker_killed_mid_traffic_loses_nothing_and_stores_nothing_twic
                 groups=GROUPS,
                 module="tests.burst_node",
                 pre=("--count", str(ALICE_EVENTS), "--batch", str(BATCH), "--all-groups", "--"),
-                extra=("--worker", f"{k}/2", "--store", url, "--advertise-url", proxy.url),
+                store=url,
+                extra=("--worker", f"{k}/2", "--advertise-url", proxy.url),
             )
             w.port = port
             workers.append(w)

@@ -37,6 +37,7 @@ _WORKER_KEY = 0x54415700  # + K: worker K of the schema (with hashtext(schema))
 SHARED = -1
 _MIGRATE_KEY = 0x544150FF  # held while a store is judged and migrated (workers start at once)
 CONNECT_TIMEOUT = 10  # seconds, unless the URL gives connect_timeout
+LOCK_WAIT = 3.0  # seconds a node waits for the store's lock before it says "in use"
 
 # Schema 1, the tables of SQLite's schema 1 in PostgreSQL's types. Never edit it: a
 # change is a new migration below (the same as SQLite's, in this dialect).
@@ -119,9 +120,11 @@ def connect(url: str) -> psycopg.Connection:
     try:
         return psycopg.connect(url, autocommit=True, **extra)
     except psycopg.Error as exc:
-        raise StoreFileError(
-            f"cannot reach the event store {shown_url(url)}: {one_line(exc)}"
-        ) from None
+        words = one_line(exc).removeprefix("connection is bad: ")
+        # libpq checks the values (sslmode=sometimes, a host name) before it connects.
+        if "connection to server" not in words:
+            raise StoreFileError(f"bad store URL {shown_url(url)}: {words}") from None
+        raise StoreFileError(f"cannot reach the event store {shown_url(url)}: {words}") from None
 
 
 def open_database(url: str, worker: int | None = None) -> tuple[psycopg.Connection, int]:
@@ -163,24 +166,31 @@ def lock(db: psycopg.Connection, url: str, worker: int | None = None) -> None:
             f"the event store {shown_url(url)} names no existing schema in its search_path: "
             "create the schema, or leave search_path out to use public"
         )
-    how = "pg_try_advisory_lock" if worker is None else "pg_try_advisory_lock_shared"
-    got = db.execute(f"SELECT {how}(%s, hashtext(current_schema()))", (_LOCK_KEY,)).fetchone()
-    if not (got and got[0]):
-        raise StoreFileError(
-            f"the event store {shown_url(url)} (schema {row[0]}) is in use by another "
-            "node: give each node its own database or schema"
-            + ("" if worker is None else " (workers share one only with other workers)")
-        )
-    if worker is None or worker == SHARED:
-        return
-    got = db.execute(
-        "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (_WORKER_KEY + worker,)
-    ).fetchone()
-    if not (got and got[0]):
-        raise StoreFileError(
-            f"worker {worker} of the event store {shown_url(url)} (schema {row[0]}) runs "
-            "already: give each worker its own K in --worker K/N"
-        )
+    how = "pg_advisory_lock" if worker is None else "pg_advisory_lock_shared"
+    # A node killed a moment ago may still hold it until the server notices: wait a little.
+    db.execute("SELECT set_config('lock_timeout', %s, false)", (f"{LOCK_WAIT * 1000:.0f}ms",))
+    try:
+        try:
+            db.execute(f"SELECT {how}(%s, hashtext(current_schema()))", (_LOCK_KEY,))
+        except psycopg.errors.LockNotAvailable:
+            raise StoreFileError(
+                f"the event store {shown_url(url)} (schema {row[0]}) is in use by another "
+                "node: give each node its own database or schema"
+                + ("" if worker is None else " (workers share one only with other workers)")
+            ) from None
+        if worker is None or worker == SHARED:
+            return
+        try:
+            db.execute(
+                "SELECT pg_advisory_lock(%s, hashtext(current_schema()))", (_WORKER_KEY + worker,)
+            )
+        except psycopg.errors.LockNotAvailable:
+            raise StoreFileError(
+                f"worker {worker} of the event store {shown_url(url)} (schema {row[0]}) runs "
+                "already: give each worker its own K in --worker K/N"
+            ) from None
+    finally:
+        db.execute("RESET lock_timeout")
 
 
 def _judge(db: psycopg.Connection, url: str) -> int:

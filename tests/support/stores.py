@@ -16,6 +16,8 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -47,6 +49,7 @@ class Stores:
         self._prefix = "t_" + re.sub(r"[^a-z0-9]+", "_", test_name.lower())[:30].strip("_")
         self._made: dict[str, str] = {}
         self._schemas: list[str] = []
+        self.schemas: dict[str, str] = {}  # a PostgreSQL location → its schema
         self._admin = None
 
     @property
@@ -73,6 +76,7 @@ class Stores:
         schema = f"{self._prefix}_{os.getpid()}_{next(_serial)}"
         self.admin().execute(f'CREATE SCHEMA "{schema}"')
         self._schemas.append(schema)
+        self.schemas[with_schema(url, schema)] = schema
         return with_schema(url, schema)
 
     def admin(self):
@@ -98,3 +102,29 @@ class Stores:
                 pass
         self._admin.close()
         self._admin = None
+
+
+class _Recording:
+    """A store's connection, recording the text of every ``execute`` it is asked for."""
+
+    def __init__(self, db, statements: list[str]) -> None:
+        self._db = db
+        self._statements = statements
+
+    def execute(self, sql, *args, **kwargs):
+        self._statements.append(str(sql))
+        return self._db.execute(sql, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._db, name)
+
+
+@contextmanager
+def statements_of(store) -> Iterator[list[str]]:
+    """The SQL texts the store executes inside the block (either backend)."""
+    statements: list[str] = []
+    db, store._db = store._db, _Recording(store._db, statements)
+    try:
+        yield statements
+    finally:
+        store._db = db
