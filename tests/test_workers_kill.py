@@ -7,8 +7,8 @@ haproxy` prints). ``bob``, a plain node with its SQLite file, federates with ali
 load-balanced URL over 12 groups; both sides author events in every group. Worker 1 is
 SIGKILLed while it publishes and receives, and restarted on its port. Then every group
 holds the same events on both sides (same count and §5.1 fingerprint), each exactly
-once: no id, no (author, seq) and no content twice, and nothing worker 1 reported as
-committed is missing.
+once: no id, no (author, seq) and no content twice, nothing worker 1 reported as
+committed is missing, and each worker opened streams for its own groups only.
 
 Skips, saying why, without ``TAPSIM_TEST_POSTGRES`` or without HAProxy.
 """
@@ -132,6 +132,10 @@ async def test_a_worker_killed_mid_traffic_loses_nothing_and_stores_nothing_twic
             alice_by_worker[hash_owner(group, 2)] += len(authored)
         assert alice_by_worker[0] == ALICE_EVENTS
         assert committed <= alice_by_worker[1] < committed + BATCH + 1
+        for k, w in enumerate(workers):  # each opened streams for its own groups only
+            up = [ln for ln in w.lines if ln.startswith("stream up: bob ")]
+            opened = {ln.split()[3] for ln in up if ln.endswith("(initiator)")}
+            assert opened == {g for g in GROUPS if hash_owner(g, 2) == k}, k
     finally:
         for w in workers:
             w.cleanup()
