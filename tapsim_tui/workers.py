@@ -153,8 +153,9 @@ def run_workers(args: argparse.Namespace, config: NodeConfig) -> int:
                 raise ConfigError("no worker count recorded: start the workers first")
             store.set_owner(group, _worker_index(operands[1], count))
             print(
-                f"{group} → worker {operands[1]}: rewrite the map ('tapsim workers map'), "
-                "reload HAProxy, restart both workers"
+                f"{group} → worker {operands[1]}: restart its old owner, rewrite the map "
+                "('tapsim workers map') and reload HAProxy, restart worker "
+                f"{operands[1]} (docs/scaling.md)"
             )
         else:
             if not operands[0].isdigit() or not 1 <= int(operands[0]) <= 64:
