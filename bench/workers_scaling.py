@@ -19,7 +19,8 @@ same machine):
 - rate = events committed in bench-s's store (``SELECT count(*)``, polled every 20 ms)
   between the first and the last, so start-up and handshakes are not in it.
 
-Prints medians, the ratio 2 workers / 1 worker, and the CPU seconds each process used,
+Prints medians, the ratio 2 workers / 1 worker (of the medians, and of each run's pair),
+the workers' CPU time per event and the CPU seconds of the sender and HAProxy,
 and appends a JSON line to bench/results.ndjson (``--no-record``: print only).
 """
 
@@ -140,9 +141,11 @@ async def one_case(workers: int, tmp: Path, groups: list[str], args, admin, pg: 
         else:
             raise RuntimeError(f"{count} of {total} events arrived: {nodes[0].lines[-5:]}")
         assert first_at is not None and first_count is not None
+        cpu_workers = sum(n.cpu_seconds() - c for n, c in zip(nodes, cpu0, strict=False))
         out = {
             "events_per_s": (total - first_count) / (now - first_at),
-            "cpu_workers": sum(n.cpu_seconds() - c for n, c in zip(nodes, cpu0, strict=False)),
+            "cpu_workers": cpu_workers,
+            "worker_cpu_us_per_event": cpu_workers / total * 1e6,
             "cpu_sender": sender.cpu_seconds(),
             "cpu_haproxy": proc_cpu_seconds(proxy.proc.pid) - proxy_cpu0,
             "seconds": now - first_at,
@@ -188,20 +191,28 @@ async def main(args) -> None:
             subprocess.run([str(ROOT / ".ci" / "postgres"), "stop", started], check=False)
     med = {w: {k: median([r[k] for r in runs[w]]) for k in runs[w][0]} for w in runs}
     ratio = med[2]["events_per_s"] / med[1]["events_per_s"]
+    # Each run measures both back to back: its own ratio compares like with like on a
+    # machine whose load changes from minute to minute.
+    pair_ratios = [
+        b["events_per_s"] / a["events_per_s"] for a, b in zip(runs[1], runs[2], strict=True)
+    ]
     rows = [
         [f"{w} worker{'s' if w > 1 else ''}", f"{med[w]['events_per_s']:,.0f}",
-         f"{med[w]['cpu_workers']:.1f}", f"{med[w]['cpu_sender']:.1f}",
+         " ".join(f"{r['events_per_s']:,.0f}" for r in runs[w]),
+         f"{med[w]['worker_cpu_us_per_event']:.0f}", f"{med[w]['cpu_sender']:.1f}",
          f"{med[w]['cpu_haproxy']:.1f}"]
         for w in (1, 2)
     ]  # fmt: skip
-    table(rows, ["server", "events/s", "CPU s workers", "CPU s sender", "CPU s haproxy"])
-    print(f"\nratio 2 workers / 1 worker: {ratio:.2f} (medians of {args.runs} runs, "
-          f"{os.cpu_count()} CPUs)")  # fmt: skip
+    table(rows, ["server", "events/s (median)", "every run", "worker CPU µs/event",
+                 "CPU s sender", "CPU s haproxy"])  # fmt: skip
+    print(f"\nratio 2 workers / 1 worker: {ratio:.2f} of the medians; per run "
+          f"{' '.join(f'{r:.2f}' for r in pair_ratios)}, median "
+          f"{median(pair_ratios):.2f} ({args.runs} runs, {os.cpu_count()} CPUs)")  # fmt: skip
     if not args.no_record:
         append_result(
             "workers_scaling",
             {"events_per_group": args.events_per_group, "groups": len(groups), "runs": args.runs},
-            {"median": med, "ratio": ratio, "runs": runs},
+            {"median": med, "ratio": ratio, "pair_ratios": pair_ratios, "runs": runs},
         )
 
 
