@@ -23,6 +23,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from node.storage.backends import open_store
 from node.transport import FederationClient
 
 WAIT = 30.0
@@ -292,18 +293,22 @@ async def test_node_listens_on_port_0_and_stops_cleanly(tmp_path, sig):
     assert (tmp_path / "d" / "identity.key").is_file()
 
 
-async def test_two_node_processes_federate_then_stop_cleanly(tmp_path):
+async def test_two_node_processes_federate_then_stop_cleanly(tmp_path, stores):
     """Both roles in subprocesses, exactly the conformance runner's command line; signals
-    arrive while the stream is live."""
+    arrive while the stream is live. On each backend: ``--store`` on PostgreSQL."""
+
+    def store(name: str) -> list[str]:
+        return ["--store", stores.location(name)] if stores.is_postgres else []
+
     a = await NodeProcess.start(
         "--listen", "127.0.0.1:0", "--server-id", "proc-a", "--data-dir", str(tmp_path / "a"),
-        "--group", "g!conformance",
+        "--group", "g!conformance", *store("a"),
     )  # fmt: skip
     b = None
     try:
         b = await NodeProcess.start(
             "--listen", "127.0.0.1:0", "--server-id", "proc-b", "--data-dir",
-            str(tmp_path / "b"), "--peer", a.url, "--group", "g!conformance",
+            str(tmp_path / "b"), "--peer", a.url, "--group", "g!conformance", *store("b"),
         )  # fmt: skip
         await b.wait_for_line(r"stream up: proc-a g!conformance \(initiator\)", what="b up")
         await a.wait_for_line(r"stream up: proc-b g!conformance \(acceptor\)", what="a up")
@@ -317,6 +322,16 @@ async def test_two_node_processes_federate_then_stop_cleanly(tmp_path):
     assert (code_a, code_b) == (0, 0), (err_a, err_b)
     assert "Traceback" not in err_a + err_b, (err_a, err_b)
     assert err_a.strip() == "" and err_b.strip() == "", (err_a, err_b)
+    # Each kept the other's pin in its store: its SQLite file, or its PostgreSQL schema.
+    for name, peer in (("a", "proc-b"), ("b", "proc-a")):
+        held = open_store(
+            stores.location(name) if stores.is_postgres else str(tmp_path / name / "events.sqlite3")
+        )
+        try:
+            assert peer in [doc["server_id"] for doc, _ in held.load_pins()]
+        finally:
+            held.close()
+        assert (tmp_path / name / "events.sqlite3").exists() is not stores.is_postgres
 
 
 # --------------------------------------------------------------------------- the command line

@@ -215,3 +215,11 @@ def test_a_lost_connection_is_cannot_write_now_and_the_next_call_reconnects(pg):
         assert store.digest(GROUP, "s", "", "", 4) == before
     finally:
         store.close()
+
+
+def test_both_backends_have_every_migration():
+    """One SCHEMA_VERSION for both: a migration added to one must be added to the other."""
+    from node.storage import sqlite_schema
+
+    steps = set(range(1, SCHEMA_VERSION))
+    assert set(sqlite_schema.MIGRATIONS) == set(postgres_schema.MIGRATIONS) == steps

@@ -2,8 +2,9 @@
 
 The runtime, the view, the ingest and the repair planner program against this
 protocol, never against a database: :func:`node.storage.backends.open_store` picks
-the implementation (SQLite today, in :mod:`node.storage.sqlite_store`), so another
-backend is added below this line without touching anything above it.
+the implementation (SQLite by default, :mod:`node.storage.sqlite_store`; PostgreSQL for a
+``postgresql://`` URL, :mod:`node.storage.postgres_store`), so a backend is added below
+this line without touching anything above it.
 
 Every method runs on the store thread (:mod:`node.storage.store_thread`), the one owner
 of the store and its in-memory index. What the event loop may read without asking that

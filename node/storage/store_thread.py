@@ -1,11 +1,11 @@
 """The one thread that owns the store: every read and write of it, in submission order.
 
-SQLite work (fsync included) happens off the event loop, so the loop keeps reading,
-writing and answering PINGs while a batch commits. Everything that touches the store,
-its in-memory index included, runs on this single thread, which keeps the index and the
-transactions in lock step without locks. The only other threads near the store are the
-ingest's verification pool, which sees nothing but event bytes and keys
-(:mod:`node.storage.ingest_queue`).
+Database work (SQLite's fsync, PostgreSQL's round trips) happens off the event loop, so
+the loop keeps reading, writing and answering PINGs while a batch commits. Everything
+that touches the store, its in-memory index included, runs on this single thread, which
+keeps the index and the transactions in lock step without locks. The only other threads
+near the store are the ingest's verification pool, which sees nothing but event bytes
+and keys (:mod:`node.storage.ingest_queue`).
 
 The loop learns about the store without asking through :attr:`StoreThread.summary`: after
 each job that changed it, this thread publishes a new immutable

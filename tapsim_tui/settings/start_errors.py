@@ -25,10 +25,11 @@ def describe_start_error(exc: BaseException, config: NodeConfig | None = None) -
     # only after its options were checked.
     from node.runtime.data_dir_lock import DataDirInUse
     from node.runtime.seed_file import IdentityError
-    from node.storage.errors import StoreFileError
+    from node.storage.errors import StoreFileError, StoreUnavailable
     from node.transport.serving import PortInUse
 
-    if isinstance(exc, PortInUse | ConfigError | NodeStartError | DataDirInUse | StoreFileError):
+    one_line = PortInUse | ConfigError | NodeStartError | DataDirInUse | StoreFileError
+    if isinstance(exc, one_line | StoreUnavailable):
         return str(exc)
     # The data dir is made first by the data-dir lock, else by the seed file's loader.
     cause = exc.__cause__ if isinstance(exc, IdentityError) else exc
