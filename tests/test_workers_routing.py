@@ -138,3 +138,14 @@ def test_the_haproxy_config_names_every_worker_by_index():
     assert "bind 0.0.0.0:8448 proto h2" in cfg
     assert "backend worker1\n    server w1 10.0.0.2:9001 proto h2" in cfg
     assert "crc32,mod(2)" in cfg and "map(/m.map)" in cfg
+
+
+def test_docs_show_the_exact_config_the_command_prints():
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "docs" / "scaling.md").read_text()
+    block = "# One tapsim server" + doc.split("   ```\n   # One tapsim server", 1)[1]
+    shown = "".join(line.removeprefix("   ") + "\n"
+                    for line in block.split("   ```", 1)[0].splitlines())  # fmt: skip
+    workers = [("10.0.0.11", 8448), ("10.0.0.12", 8448)]
+    assert shown == haproxy_config(("0.0.0.0", 8448), workers)
