@@ -18,7 +18,8 @@ Per run, each backend in turn (the order alternates between runs):
    baseline (b)), on a store of the backend.
 
 Prints medians and the ratios PostgreSQL / SQLite (issue 17's target: ≥ 0.7 × for the
-node → node rate), and appends a JSON line to bench/results.ndjson.
+node → node rate), and the median of each run's own ratio (its two backends ran back to
+back), and appends a JSON line to bench/results.ndjson.
 """
 
 from __future__ import annotations
@@ -166,12 +167,20 @@ async def main() -> None:
         ],
         ["events/s (median)", "SQLite", "PostgreSQL", "PG / SQLite"],
     )
-    print(f"\ntarget: PostgreSQL ≥ 0.7 × SQLite on one stream: {ratio_node:.2f} ×")
+    # Each run's two backends ran back to back: their ratio is the least noisy number.
+    paired = median([r["postgresql_node"] / r["sqlite_node"] for r in runs])
+    print(f"\ntarget: PostgreSQL ≥ 0.7 × SQLite on one stream: {ratio_node:.2f} × "
+          f"(median of each run's ratio: {paired:.2f} ×)")  # fmt: skip
     append_result(
         "store_ingest",
         {"events": args.events, "runs": args.runs},
         {
-            "median": {**med, "ratio_node": ratio_node, "ratio_ingest": ratio_ingest},
+            "median": {
+                **med,
+                "ratio_node": ratio_node,
+                "ratio_ingest": ratio_ingest,
+                "ratio_node_paired": paired,
+            },
             "runs": runs,
         },
     )

@@ -331,6 +331,15 @@ def test_tapsim_config_prints_each_value_and_its_source(tmp_path, capsys):
         assert option.key in out
 
 
+def test_tapsim_config_shows_the_store_url_without_its_password(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text('store = "postgresql://alice:hunter2@db/tapsim?password=x2&sslmode=require"\n')
+    assert main(["config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    shown = 'store = "postgresql://alice:***@db/tapsim?password=***&sslmode=require"  # config file'
+    assert shown in out and "hunter2" not in out and "x2" not in out
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as caught:
         main(["--version"])

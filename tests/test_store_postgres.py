@@ -7,7 +7,8 @@
   tables, a wrong URL or an unreachable server stop ``tapsim node`` with one line.
 - One node per store: a second one is refused while the first holds it.
 - A lost connection is "cannot write now" (StoreUnavailable, nothing kept, the index as
-  the database holds it), and the next call reconnects.
+  the database holds it), and the next call reconnects; a node whose session is cut again
+  and again while events arrive loses nothing and stores nothing twice.
 
 Every test but the two that need no server skips without ``TAPSIM_TEST_POSTGRES``.
 """
@@ -29,6 +30,8 @@ from node.storage.backends import open_store
 from node.storage.errors import StoreFileError, StoreUnavailable
 from node.storage.postgres_store import PostgresStore
 from node.storage.sqlite_schema import SCHEMA_VERSION
+from tests.nodes import start_node, streams_up, summary, wait_until
+from tests.procnodes import assert_exactly_once, db_rows, rows_fingerprint
 from tests.support.stores import SKIP_REASON, Stores, postgres_url
 from tests.test_store import GROUP, make, ulid
 from tests.test_store_file import FIXTURE, assert_holds_the_fixture
@@ -181,6 +184,16 @@ def test_a_second_node_on_the_same_store_is_refused(pg, monkeypatch):
     open_store(url).close()  # free again once the first has closed
 
 
+def test_commits_are_durable_even_where_the_server_says_otherwise(pg):
+    url = pg.location().replace("options=", "options=-csynchronous_commit%3Doff%20")
+    store = open_store(url)
+    try:
+        assert store._db.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        assert store._db.execute("SHOW search_path").fetchone()[0].startswith("t_")
+    finally:
+        store.close()
+
+
 def _cut(pg: Stores, store: PostgresStore) -> None:
     """The server ends the store's session, as a restart or a failover would."""
     pid = store._db.info.backend_pid
@@ -223,3 +236,28 @@ def test_both_backends_have_every_migration():
 
     steps = set(range(1, SCHEMA_VERSION))
     assert set(sqlite_schema.MIGRATIONS) == set(postgres_schema.MIGRATIONS) == steps
+
+
+async def test_a_node_whose_database_session_is_cut_loses_nothing_and_resumes(pg, tmp_path):
+    """The server ends bob's session again and again while alice's events arrive: each
+    cut is "cannot write now" (no ACK for what was not committed), bob reconnects by
+    itself, and in the end his database holds alice's events exactly once."""
+    bob = await start_node(tmp_path, "bob", store=pg.location("bob"))
+    alice = await start_node(tmp_path, "alice", peers=[bob.url], store=pg.location("alice"))
+    try:
+        await wait_until(lambda: streams_up(alice, "bob"), what="alice → bob up")
+        for burst in range(4):
+            await alice.publish_many("g!test", [b"cut %d/%d" % (burst, k) for k in range(150)])
+            _cut(pg, bob.store)  # type: ignore[arg-type]
+        await wait_until(
+            lambda: (
+                summary(bob) == summary(alice) and alice.store.outbox_count("bob", "g!test") == 0
+            ),
+            what="bob to hold everything alice sent, acknowledged",
+        )
+    finally:
+        await alice.stop()
+        await bob.stop()
+    rows = db_rows(pg.location("bob"), "g!test")
+    assert rows_fingerprint(rows) == summary(alice)
+    assert_exactly_once(rows, authors={"alice": 600})

@@ -18,10 +18,10 @@ from node.protocol.ids import is_group_id, is_server_id
 from node.storage.location import is_postgres_url
 
 DEFAULT_PORT = 8448
-STORE_FILE = "events.sqlite3"  # the default store, in the data dir
 
 _HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")  # a name or IPv4
 _PORT_RE = re.compile(r"[0-9]{1,5}")
+STORE_FILE = "events.sqlite3"  # the default store, in the data dir
 
 
 class ConfigError(ValueError):

@@ -118,13 +118,30 @@ def connect(url: str) -> psycopg.Connection:
     if "connect_timeout" not in given:
         extra["connect_timeout"] = CONNECT_TIMEOUT
     try:
-        return psycopg.connect(url, autocommit=True, **extra)
+        db = psycopg.connect(url, autocommit=True, **extra)
     except psycopg.Error as exc:
         words = one_line(exc).removeprefix("connection is bad: ")
         # libpq checks the values (sslmode=sometimes, a host name) before it connects.
         if "connection to server" not in words:
             raise StoreFileError(f"bad store URL {shown_url(url)}: {words}") from None
         raise StoreFileError(f"cannot reach the event store {shown_url(url)}: {words}") from None
+    try:
+        _durable_commits(db)
+    except psycopg.Error as exc:
+        db.close()
+        raise StoreFileError(
+            f"cannot use the event store {shown_url(url)}: {one_line(exc)}"
+        ) from None
+    return db
+
+
+def _durable_commits(db: psycopg.Connection) -> None:
+    """A COMMIT returns once the server has flushed it (§4.4: no ACK before that): a
+    server or URL that turned ``synchronous_commit`` off gets it back on for this session
+    (``local``, ``remote_write`` and ``remote_apply`` flush locally already)."""
+    row = db.execute("SHOW synchronous_commit").fetchone()
+    if row is not None and row[0] == "off":
+        db.execute("SET synchronous_commit = on")
 
 
 def open_database(url: str, worker: int | None = None) -> tuple[psycopg.Connection, int]:

@@ -6,8 +6,8 @@ is backed up and replicated by the tools already trusted for that:
 - One connection, owned by the store thread, like SQLite's: every call of the store runs
   on that thread, so a second connection would only wait for the first. Group commit is
   one PostgreSQL transaction per batch; its COMMIT returns once the server has flushed
-  its WAL (``synchronous_commit`` as the server is configured, ``on`` by default), and
-  only then may an ACK be sent (§4.4).
+  its WAL (``synchronous_commit`` is never ``off`` for the store's session), and only
+  then may an ACK be sent (§4.4).
 - The in-memory index of :mod:`node.sync.index` is rebuilt from the events at open and
   kept with every write, so fingerprints, digests and per-author seqs are the same as
   SQLite's for the same events and cost no query; a transaction that fails reloads the
