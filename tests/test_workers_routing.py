@@ -68,7 +68,8 @@ def test_sqlite_store_writes_the_owners_down():
     assert owners_map(store.owners()).splitlines()[0] == f"{GROUPS[0]} {1 - rows[GROUPS[0]]}"
 
 
-def test_workers_subcommand_moves_a_group_and_prints_the_map(tmp_path, capsys):
+def test_workers_subcommand_moves_a_group_and_prints_the_map(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))  # no user config
     data = tmp_path / "w"
     data.mkdir()
     store = SQLiteStore.open(str(data / "events.sqlite3"))
