@@ -25,12 +25,31 @@ SHOTS = {
     "help": ("keys (help screen)", SCENE_SIZE),
     "cut": ("alice cut her link with carol (x): the row stays, x again undoes it", SCENE_SIZE),
     "main-80x24": ("tapsim demo in an 80×24 terminal", (80, 24)),
+    "replay": ("tapsim replay: a recorded demo, 20 s in, read-only", SCENE_SIZE),
 }
+
+
+def replay_scene():
+    """The recorded 30 s demo of the replay tests (tests/fixtures/recording), 20 s in."""
+    from tapsim_tui.launch import DEMO_GROUP, DEMO_PASSPHRASE
+    from tapsim_tui.replay import load
+    from tapsim_tui.replay_app import ReplayApp
+
+    files = sorted((HERE.parent / "tests" / "fixtures" / "recording").glob("*.ndjson.gz"))
+    app = ReplayApp(load(files), passphrases={DEMO_GROUP: DEMO_PASSPHRASE}, live=False)
+
+    async def run_before(pilot) -> None:
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()
+        pilot.app.seek(20.0)
+        await pilot.pause()
+
+    return app, run_before
 
 
 def main() -> int:
     for name, (title, size) in SHOTS.items():
-        app, run_before = scene(name.split("-")[0])
+        app, run_before = replay_scene() if name == "replay" else scene(name.split("-")[0])
         svg = take_svg_screenshot(app=app, terminal_size=size, run_before=run_before, title=title)
         path = HERE / f"{name}.svg"
         path.write_text(svg, encoding="utf-8")

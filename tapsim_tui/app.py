@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import platformdirs
 from textual.app import App, SystemCommand
@@ -24,6 +25,7 @@ from tapsim_tui.e2e import Keyring
 from tapsim_tui.handle import NodeHandle
 from tapsim_tui.screens.help import HelpScreen
 from tapsim_tui.screens.main import MAIN_BINDINGS, MainScreen
+from tapsim_tui.screens.replay import REPLAY_BINDINGS
 from tapsim_tui.settings import validate_keymap
 
 APP_BINDINGS = [
@@ -46,13 +48,14 @@ def all_bindings() -> list[Binding]:
 
 def binding_defaults() -> dict[str, str]:
     """Binding id → default keys, for the keymap checks and the help screen."""
-    return {b.id: b.key for b in all_bindings() if b.id}
+    return {b.id: b.key for b in [*all_bindings(), *REPLAY_BINDINGS] if b.id}
 
 
 class TapsimApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "tapsim"
     BINDINGS = APP_BINDINGS
+    EXTRA_BINDINGS: ClassVar[list[Binding]] = []  # the replay's, on its help screen
 
     def __init__(
         self,
@@ -138,7 +141,8 @@ class TapsimApp(App):
         )
 
     def help_rows(self) -> list[tuple[str, str, str]]:
-        rows = [(self.keys_for(b), b.description, b.id or "") for b in all_bindings()]
+        shown = [*MAIN_BINDINGS, *self.EXTRA_BINDINGS, *APP_BINDINGS]
+        rows = [(self.keys_for(b), b.description, b.id or "") for b in shown]
         palette = self.get_key_display(Binding(self.COMMAND_PALETTE_BINDING, "command_palette"))
         rows.append((palette, "Command palette: every action by name", "command_palette"))
         return rows
@@ -162,7 +166,7 @@ class TapsimApp(App):
         """Every key binding in the command palette too, with its current key as help."""
         yield from super().get_system_commands(screen)
         main = self.main_screen
-        for binding in MAIN_BINDINGS:
+        for binding in [*MAIN_BINDINGS, *self.EXTRA_BINDINGS]:
             if binding.id == "switch_node" and len(self.handles) < 2:
                 continue
             if binding.id == "quit":  # the palette has its own

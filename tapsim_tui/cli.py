@@ -15,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 
 from node.runtime.config import parse_listen
 from tapsim_tui.settings import (
@@ -48,7 +49,15 @@ def _run_demo(args: argparse.Namespace) -> int:
     source = read_config(args)  # checked whole; the demo uses its [keymap]
     from tapsim_tui.launch import run_demo
 
-    return run_demo(nodes=args.nodes, rate=args.rate, source=source)
+    record = Path(args.record) if args.record else None
+    max_mb = args.record_max_mb or 64.0
+    return run_demo(
+        nodes=args.nodes,
+        rate=args.rate,
+        source=source,
+        record=record,
+        record_max_bytes=int(max_mb * 1024 * 1024),
+    )
 
 
 def _check_keymap(source: ConfigSource) -> None:
@@ -75,6 +84,44 @@ def _run_workers(args: argparse.Namespace) -> int:
 
     source = read_config(args)
     return run_workers(args, node_config(args, source))
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    paths = [Path(p) for p in args.files]
+    if args.summary:
+        from tapsim_tui.replay import run_summary
+
+        return run_summary(paths)
+    source = read_config(args)  # its [passphrases] decrypt the log; its [keymap] applies
+    from tapsim_tui.replay import ReplayError, load
+
+    try:
+        recording = load(paths)
+    except ReplayError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    from tapsim_tui.app import binding_defaults
+    from tapsim_tui.launch import DEMO_GROUP, DEMO_PASSPHRASE, on_sighup
+    from tapsim_tui.replay_app import ReplayApp
+
+    passphrases = source.data.get("passphrases", {})
+    passphrases = dict(passphrases) if isinstance(passphrases, dict) else {}
+    passphrases.setdefault(DEMO_GROUP, DEMO_PASSPHRASE)  # a demo's log reads as it did live
+    app = ReplayApp(
+        recording, passphrases=passphrases, keymap=checked_keymap(source, binding_defaults())
+    )
+    on_sighup(app)
+    app.run()
+    return 0
+
+
+def _add_replay_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", metavar="FILE", help="recording files (any nodes, parts)")
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="print frames per type, gaps and bad lines, and exit (1 when a line was bad)",
+    )
 
 
 def _run_monitor(args: argparse.Namespace) -> int:
@@ -149,6 +196,20 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         node_options=False,
         refuse_node_options=_LOOKS_ONLY,
         add_arguments=add_monitor_arguments,
+    ),
+    Subcommand(
+        "replay",
+        summary="play wire recordings (--record) back in the dashboard, read-only",
+        description="Play the recordings of one or more nodes (tapsim, tapsim node or "
+        "tapsim demo with --record) back in the dashboard: space pauses, v switches "
+        "1×/10×, . steps to the next snapshot, [ and ] seek, n shows the next node; "
+        "commands are refused (read-only). --summary prints frame counts per type, gaps "
+        "and bad lines instead. Exit 1 when a file cannot be read (or, with --summary, "
+        "when a line is bad).",
+        run=_run_replay,
+        node_options=False,
+        refuse_node_options="it plays recordings, it runs no node",
+        add_arguments=_add_replay_arguments,
     ),
     Subcommand(
         "status",

@@ -86,7 +86,10 @@ class DemoTraffic:
             handle.submit(PublishEvent(DEMO_GROUP, self.cipher.encrypt(text)))
 
 
-def demo_configs(root: Path, count: int) -> list[NodeConfig]:
+def demo_configs(
+    root: Path, count: int, record: Path | None = None, record_max_bytes: int | None = None
+) -> list[NodeConfig]:
+    extra = {} if record_max_bytes is None else {"record_max_bytes": record_max_bytes}
     return [
         NodeConfig(
             server_id=name,
@@ -95,6 +98,8 @@ def demo_configs(root: Path, count: int) -> list[NodeConfig]:
             listen_port=0,
             groups=(DEMO_GROUP,),
             ping_interval=5.0,
+            record_dir=record,
+            **extra,  # type: ignore[arg-type]
         )
         for name in DEMO_NAMES[:count]
     ]
@@ -114,13 +119,15 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def launch_demo_nodes(root: Path, count: int) -> list[NodeProcess]:
+def launch_demo_nodes(
+    root: Path, count: int, record: Path | None = None, record_max_bytes: int | None = None
+) -> list[NodeProcess]:
     """Launch the demo nodes at once, each peering with every earlier one (a full mesh).
 
     Ports are picked beforehand so every node knows its peers' URLs; the processes start
     in parallel and the caller waits for them (:meth:`NodeProcess.wait_ready`).
     """
-    configs = demo_configs(root, count)
+    configs = demo_configs(root, count, record, record_max_bytes)
     urls = []
     for config, port in zip(configs, free_ports(count), strict=True):
         config.listen_port = port
@@ -132,7 +139,14 @@ def launch_demo_nodes(root: Path, count: int) -> list[NodeProcess]:
     return handles
 
 
-def run_demo(*, nodes: int, rate: float, source: ConfigSource | None = None) -> int:
+def run_demo(
+    *,
+    nodes: int,
+    rate: float,
+    source: ConfigSource | None = None,
+    record: Path | None = None,
+    record_max_bytes: int | None = None,
+) -> int:
     """The dashboard paints at once; the nodes finish starting behind it.
 
     Their processes start in parallel with the UI (each imports the node afresh), and the
@@ -143,7 +157,9 @@ def run_demo(*, nodes: int, rate: float, source: ConfigSource | None = None) -> 
 
     keymap = checked_keymap(source, binding_defaults()) if source is not None else {}
     root = Path(tempfile.mkdtemp(prefix="tapsim-demo-"))
-    handles = launch_demo_nodes(root, nodes)
+    if record is not None:
+        record = record.expanduser().absolute()  # the nodes run with their own cwd
+    handles = launch_demo_nodes(root, nodes, record, record_max_bytes)
     failure: list[str] = []
     app = TapsimApp(handles, passphrases={DEMO_GROUP: DEMO_PASSPHRASE}, keymap=keymap)
     traffic = DemoTraffic(handles, rate, GroupCipher.from_passphrase(DEMO_GROUP, DEMO_PASSPHRASE))

@@ -506,3 +506,25 @@ async def test_live_tick_polls_and_pauses_while_covered():
         await pilot.press("escape")
         await pilot.pause()
         assert timer._active.is_set()
+
+
+async def test_the_record_key_starts_and_stops_recording_and_the_header_says_rec():
+    from node.view.commands import StartRecording, StopRecording
+
+    app, nodes, _clock = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        header = app.main_screen.query_one(HeaderBar)
+        assert not header.info.recording
+        await pilot.press("ctrl+e")
+        assert nodes[0].commands[-1] == StartRecording()
+        app.refresh_from_snapshot()
+        await pilot.pause()
+        assert header.info.recording
+        assert "● REC" in header.render().plain
+        toasts = [str(n.message) for n in app._notifications]
+        assert any("records the wire to\nrecordings/" in t for t in toasts)
+        await pilot.press("ctrl+e")
+        assert nodes[0].commands[-1] == StopRecording()
+        app.refresh_from_snapshot()
+        await pilot.pause()
+        assert not header.info.recording and "● REC" not in header.render().plain

@@ -15,6 +15,7 @@ event is there, each exactly once, and the fingerprint is that of what was sent.
 
 from __future__ import annotations
 
+import itertools
 import os
 import resource
 import time
@@ -170,9 +171,16 @@ async def test_the_snapshot_alerts_while_the_store_cannot_write(tmp_path):
         await wait_until(lambda: alice.store_thread.summary.outbox("bob", GROUP) == 0, WAIT)
         await wait_until(lambda: bob.snapshot().alerts == (), WAIT, "the alert to clear")
         assert time.monotonic() - started < WAIT
+        # One line per change of state, never one per failed write. Under load a small
+        # write can fit in pages freed meanwhile, so the outage may end and begin again.
         log = bob.snapshot().log_lines
-        assert sum("store cannot write" in line for line in log) == 1, log
-        assert sum("store writes again" in line for line in log) == 1, log
+        changes = [
+            "cannot" if "store cannot write" in line else "again"
+            for line in log
+            if "store cannot write" in line or "store writes again" in line
+        ]
+        assert changes and changes[0] == "cannot" and changes[-1] == "again", log
+        assert all(a != b for a, b in itertools.pairwise(changes)), log
         assert streams_up(alice, "bob") and streams_up(bob, "alice")
     finally:
         await alice.stop()

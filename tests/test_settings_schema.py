@@ -71,6 +71,8 @@ GOOD = [
         "advertise_url",
         "http://lb:8448",
     ),
+    ('record = "/srv/rec"', ["--record", "/srv/rec"], "record_dir", Path("/srv/rec")),
+    ("record_max_mb = 2", ["--record-max-mb", "2"], "record_max_bytes", 2 * 1024 * 1024),
     ('tls_ca = "{certs}/cert.pem"', ["--tls-ca", "{certs}/cert.pem"], "tls_ca", None),
     (
         'tls_cert = "{certs}/cert.pem"\ntls_key = "{certs}/key.pem"',

@@ -21,6 +21,8 @@ class HeaderInfo:
     live: bool
     node_index: int = 0
     node_count: int = 1
+    recording: bool = False  # the node records the wire
+    replay: bool = False  # a recording played back, not a live node
 
 
 class HeaderBar(Widget):
@@ -36,11 +38,16 @@ class HeaderBar(Widget):
         info = self.info
         if info is None:
             return Content.styled("tapsim — waiting for the node…", "$text-muted")
-        badge = (
-            (" LIVE ", "bold $text on $success")
-            if info.live
-            else (" PAUSED ", "bold $text on $warning")
+        paused = (" PAUSED ", "bold $text on $warning")
+        badge: Content | tuple[str, str] = (
+            (" LIVE ", "bold $text on $success") if info.live else paused
         )
+        if info.replay:  # a recording played back is never live; the log may be paused
+            replay = (" REPLAY ", "bold $text on $accent")
+            badge = (
+                Content.assemble(replay, " ", paused) if not info.live else Content.assemble(replay)
+            )
+        rec = ("  ● REC", "bold $error") if info.recording else ""
         switch = (
             (f"  node {info.node_index + 1}/{info.node_count}", "$text-muted")
             if info.node_count > 1
@@ -53,6 +60,7 @@ class HeaderBar(Widget):
             switch,
             "  ",
             badge,
+            rec,
             ("  up ", "$text-muted"),
             fmt_uptime(info.uptime_s),
         )

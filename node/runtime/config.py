@@ -18,6 +18,7 @@ from node.protocol.ids import is_group_id, is_server_id
 from node.storage.location import is_postgres_url
 
 DEFAULT_PORT = 8448
+DEFAULT_RECORD_MAX_BYTES = 64 * 1024 * 1024  # a wire recording's file size, then the next part
 
 _HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")  # a name or IPv4
 _PORT_RE = re.compile(r"[0-9]{1,5}")
@@ -59,6 +60,8 @@ class NodeConfig:
     workers: int = 1
     # Where the events live: a postgresql:// URL, else the SQLite file in the data dir.
     store: str | None = None
+    record_dir: Path | None = None  # record the wire from the start (node.runtime.recorder)
+    record_max_bytes: int = DEFAULT_RECORD_MAX_BYTES
 
     @property
     def store_location(self) -> str:

@@ -39,6 +39,7 @@ from node.runtime.links import LinkPorts, PeerManager, server_id_at
 from node.runtime.metrics import MetricsPorts
 from node.runtime.outbox import Outbox
 from node.runtime.publisher import Publisher
+from node.runtime.recorder import Recorder
 from node.runtime.repair import RepairPorts
 from node.runtime.repairs import RepairManager
 from node.runtime.replay_cache import DurableReplayCache
@@ -67,6 +68,8 @@ from node.view.commands import (
     RefreshDigest,
     Repair,
     SetFault,
+    StartRecording,
+    StopRecording,
 )
 from node.view.control import NodeFacts
 from node.view.framelog import FrameLog
@@ -115,6 +118,7 @@ class Node:
         self._sessions: SessionFactory
         self._outbox: Outbox
         self._snapshots: SnapshotBuilder
+        self.recorder: Recorder | None = None
         self._server: RunningServer | None = None
         self._started = False
         self._stopping = False
@@ -242,6 +246,16 @@ class Node:
         identity.url = config.advertise_url or self.urls[0]
         keystore.repin(identity.key_document())
         self._snapshots = SnapshotBuilder(self._snapshot_sources())
+        self.recorder = Recorder(
+            self.server_id,
+            snapshot=self.snapshot,
+            log=log,
+            max_bytes=config.record_max_bytes,
+        )
+        if config.record_dir is not None:
+            why_not = self.recorder.start(Path(config.record_dir), self.streams)
+            if why_not is not None:
+                raise ConfigError(f"--record: {why_not}")
         control_path = socket_path_for(data_dir)
         await self.control.start(control_path)
         self.lock.update(url=self.urls[0], urls=self.urls, control=str(control_path))
@@ -289,6 +303,8 @@ class Node:
             await self._server.stop()
         if self._started:
             self.streams.abort_all("server stopped")
+            if self.recorder is not None:
+                self.recorder.stop()
             self.publisher.cancel()
             self._store_watch.stop()
             await self.ingest_queue.stop()
@@ -336,6 +352,8 @@ class Node:
             peer_url=url,
         )
         self.streams.add(runner)
+        if self.recorder is not None and self.recorder.recording:
+            self.recorder.attach(runner)
         return runner
 
     def _handshake(self, runner: StreamRunner) -> None:
@@ -398,7 +416,21 @@ class Node:
                 self.faults.clear_all()
             case RefreshDigest(peer_id=peer, group_id=group):
                 self.repairs.refresh_digest(peer, group)
+            case StartRecording(directory=directory):
+                return self.start_recording(Path(directory) if directory else None)
+            case StopRecording():
+                if self.recorder is None or self.recorder.stop() is None:
+                    return "not recording"
         return None
+
+    def start_recording(self, directory: Path | None = None) -> str | None:
+        """Record the wire into ``directory`` (default: the --record dir, else
+        ``recordings`` in the data dir); None when recording, else why not."""
+        if self.recorder is None:
+            return "the node is not running"
+        if directory is None:
+            directory = Path(self.config.record_dir or Path(self.config.data_dir) / "recordings")
+        return self.recorder.start(directory, self.streams)
 
     def _facts(self) -> NodeFacts:
         return NodeFacts(self.server_id, os.getpid(), tuple(self.urls), self.started_at)
@@ -499,6 +531,7 @@ class Node:
             ),
             log_lines=lambda: self.log.lines,
             frame_log=self.frame_log,
+            recording=lambda: self.recorder.path if self.recorder is not None else "",
         )
 
     def _peer_key(self, peer_id: str) -> tuple[str, str] | None:

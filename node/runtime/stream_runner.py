@@ -110,6 +110,9 @@ class StreamRunner:
         # fast as we let it, so it has a backlog for us (node.runtime.repair waits for it).
         self.credit_bound_at: float | None = None
         self.acks_paused = False
+        # The wire recorder's tap (node.runtime.recorder): (direction, bytes) as read or
+        # written; None while not recording.
+        self.recording: Callable[[str, bytes], None] | None = None
         self._schedule()
 
     # ------------------------------------------------------------------ identity
@@ -135,6 +138,8 @@ class StreamRunner:
         # an abort stops the reading.
         if self.aborted:
             return
+        if self.recording is not None:
+            self.recording("in", data)
         session = self.session
         self._dispatch(session.receive_data(data, time.time()))
         if 2 * session.credit_in_events < session.window_events:
@@ -152,6 +157,8 @@ class StreamRunner:
                 return None
             data = session.data_to_send(time.time())
             if data:
+                if self.recording is not None:
+                    self.recording("out", data)
                 return data
             if session.ended:
                 self._finish(session.end_reason or "ended")

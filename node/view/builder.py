@@ -123,6 +123,7 @@ class SnapshotSources:
     gone: Callable[[], Iterable[GoneView]] = tuple
     peer_key: Callable[[str], tuple[str, str] | None] = lambda peer: None  # key id, code
     peer_digests: Callable[[], tuple[PeerDigestSnapshot, ...]] = tuple
+    recording: Callable[[], str] = str  # the wire recording's file, "" when not recording
 
 
 HISTORY = 60  # samples of ACK lag kept per stream
@@ -233,6 +234,7 @@ class SnapshotBuilder:
             faults=src.active_faults(),
             peer_digests=peer_digests,
             alerts=_alerts(store),
+            recording=src.recording(),
         )
 
     def _peer_key(self, peer_id: str | None) -> tuple[str | None, str | None]:

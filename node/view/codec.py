@@ -33,6 +33,8 @@ from node.view.commands import (
     RefreshDigest,
     Repair,
     SetFault,
+    StartRecording,
+    StopRecording,
 )
 from node.view.snapshot import NodeSnapshot
 
@@ -211,6 +213,8 @@ _COMMAND_KINDS: dict[str, type] = {
     "set_fault": SetFault,
     "clear_faults": ClearFaults,
     "refresh_digest": RefreshDigest,
+    "start_recording": StartRecording,
+    "stop_recording": StopRecording,
 }
 _KIND_OF = {cls: kind for kind, cls in _COMMAND_KINDS.items()}
 

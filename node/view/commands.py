@@ -67,4 +67,27 @@ class RefreshDigest:
     group_id: str
 
 
-Command = PublishEvent | Repair | AddPeer | ForgetPeer | SetFault | ClearFaults | RefreshDigest
+@dataclass(frozen=True, slots=True)
+class StartRecording:
+    """Record every frame of every stream, and a snapshot a second, into ``directory``
+    ("": the node's own choice: its --record dir, else ``recordings`` in its data dir)."""
+
+    directory: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StopRecording:
+    """Stop recording and close the file."""
+
+
+Command = (
+    PublishEvent
+    | Repair
+    | AddPeer
+    | ForgetPeer
+    | SetFault
+    | ClearFaults
+    | RefreshDigest
+    | StartRecording
+    | StopRecording
+)

@@ -20,7 +20,8 @@ client → node
         ``publish`` (group_id, ciphertext base64), ``repair`` (peer_id, group_id; null
         for all), ``add_peer`` (url, groups), ``forget_peer`` (url,
         drop_outbox_and_pin), ``set_fault`` (peer_id, group_id, fault, enabled),
-        ``clear_faults``, ``refresh_digest`` (peer_id, group_id)
+        ``clear_faults``, ``refresh_digest`` (peer_id, group_id), ``start_recording``
+        (directory; "" for the node's own), ``stop_recording``
 
 node → client
     ``{"type": "welcome", "version": 1, "server_id", "pid", "listen", "started_at"}``

@@ -221,3 +221,4 @@ class NodeSnapshot:
     # Node-level conditions the header shows as a banner until they clear, in words
     # (e.g. a full disk); faults have their own badge.
     alerts: tuple[str, ...] = ()
+    recording: str = ""  # the wire recording's file being written, "" when not recording

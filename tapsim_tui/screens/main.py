@@ -30,6 +30,8 @@ from node.view.commands import (
     RefreshDigest,
     Repair,
     SetFault,
+    StartRecording,
+    StopRecording,
 )
 from node.view.snapshot import NodeSnapshot, StreamSnapshot
 from tapsim_tui.screens.add_peer import AddPeerScreen
@@ -56,6 +58,7 @@ _SEND = Binding.Group("Send")
 _REPAIR = Binding.Group("Repair")
 _VIEW = Binding.Group("View")
 _FAULTS = Binding.Group("Faults")
+_RECORD = Binding.Group("Record")
 
 # Footer labels are short (groups share one); the help screen and the command palette
 # show each binding's own description.
@@ -80,6 +83,7 @@ MAIN_BINDINGS = [
     Binding(
         "c", "fault_credit_one", "Fault: grant 1 event credit", id="fault_credit_one", group=_FAULTS
     ),
+    Binding("ctrl+e", "toggle_recording", "Record on/off", id="record", group=_RECORD),
 ]
 
 _FAULT_ACTIONS = {
@@ -108,6 +112,7 @@ class MainScreen(Screen):
         self._sent = 0
         self._keys_ready: frozenset[str] = frozenset()  # groups the log can decrypt
         self._digest_asked: dict[tuple[int, str, str], float] = {}  # (node, peer, group)
+        self._recording: dict[int, str] = {}  # node index → the file it records to, as seen
         # The widgets a tick updates, looked up once on mount.
         self._header: HeaderBar
         self._faults: FaultBadges
@@ -125,7 +130,12 @@ class MainScreen(Screen):
         with Horizontal(id="lower"):
             yield DetailPane(id="detail")
             yield FrameLog(self._decrypt, id="frames")
+        yield from self.compose_bottom()
         yield Footer(show_command_palette=False)
+
+    def compose_bottom(self) -> ComposeResult:
+        """Widgets above the footer (the replay's controls); none live."""
+        yield from ()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -216,6 +226,8 @@ class MainScreen(Screen):
         stream = self.selected_stream
         if stream is None or stream.peer_id.endswith("?") or not self._detail.display:
             return
+        if self.read_only:
+            return
         key = (self.node_index, stream.peer_id, stream.group_id)
         if moment - self._digest_asked.get(key, -DIGEST_REFRESH) < DIGEST_REFRESH:
             return
@@ -252,7 +264,10 @@ class MainScreen(Screen):
             not log.paused,
             self.node_index,
             len(self.app.handles),
+            recording=bool(s.recording),
+            replay=self.read_only,
         )
+        self._note_recording(s)
         self._faults.faults = tuple(
             (f.fault, f"{short_peer(f.peer_id)} · {f.group_id}") for f in s.faults
         )
@@ -265,6 +280,19 @@ class MainScreen(Screen):
         if ready != self._keys_ready:
             self._keys_ready = ready
             log.redraw()
+
+    def _note_recording(self, s: NodeSnapshot) -> None:
+        """Say where the shown node records to when it starts, and where it stopped."""
+        before = self._recording.get(self.node_index)
+        self._recording[self.node_index] = s.recording
+        if before is None or before == s.recording:
+            return
+        if s.recording:
+            self.notify(f"{s.server_id} records the wire to\n{s.recording}", title="● REC",
+                        markup=False, timeout=8)  # fmt: skip
+        else:
+            self.notify(f"{s.server_id} stopped recording; the file is\n{before}",
+                        title="Recording stopped", markup=False, timeout=8)  # fmt: skip
 
     def _show_detail(self, now: float | None = None) -> None:
         s = self.snapshot
@@ -331,6 +359,18 @@ class MainScreen(Screen):
     def submit(self, command: Command) -> None:
         self.handle.submit(command)
 
+    @property
+    def read_only(self) -> bool:
+        """The shown node is a replay: it takes no command."""
+        return bool(getattr(self.handle, "read_only", False))
+
+    def _refused(self) -> bool:
+        """Say so and refuse an action that would command a replayed node."""
+        if self.read_only:
+            self.notify("replay: read-only", severity="warning")
+            return True
+        return False
+
     def _need_stream(self) -> StreamSnapshot | None:
         stream = self.selected_stream
         if stream is None:
@@ -347,9 +387,13 @@ class MainScreen(Screen):
         return None
 
     def action_send_event(self) -> None:
+        if self._refused():
+            return
         self._publish(1)
 
     def action_send_burst(self) -> None:
+        if self._refused():
+            return
         self._publish(BURST)
 
     def _publish(self, count: int) -> None:
@@ -391,6 +435,8 @@ class MainScreen(Screen):
         self.app.call_from_thread(self.notify, f"Sent {what} to {group} (encrypted).")
 
     def action_repair(self) -> None:
+        if self._refused():
+            return
         stream = self._need_stream()
         if stream is None:
             return
@@ -405,6 +451,8 @@ class MainScreen(Screen):
         )
 
     def action_repair_all(self) -> None:
+        if self._refused():
+            return
         streams = self.snapshot.streams if self.snapshot is not None else ()
         links = sorted({(st.peer_id, st.group_id) for st in streams if not _why_no_repair(st)})
         if not links:
@@ -419,6 +467,8 @@ class MainScreen(Screen):
         self.notify(f"Repair asked for {len(links)} link(s): {names}{more}.")
 
     def action_add_peer(self) -> None:
+        if self._refused():
+            return
         groups: tuple[str, ...] = ()
         if self.snapshot is not None:
             groups = tuple(g.group_id for g in self.snapshot.groups)
@@ -431,6 +481,8 @@ class MainScreen(Screen):
             self.notify(f"Adding peer {command.url} for {', '.join(command.groups)}.")
 
     def action_forget_peer(self) -> None:
+        if self._refused():
+            return
         peers = self.snapshot.peers if self.snapshot is not None else ()
         if not peers:
             self.notify("This node has no peer to forget.", severity="warning")
@@ -474,6 +526,15 @@ class MainScreen(Screen):
         table.sort_by(following)
         self.notify(f"Sorted by {following}.")
 
+    def action_toggle_recording(self) -> None:
+        if self._refused():
+            return
+        if self.snapshot is not None and self.snapshot.recording:
+            self.submit(StopRecording())
+        else:
+            self.submit(StartRecording())
+            self.notify(f"Recording asked of {self.handle.server_id}: ● REC shows when it runs.")
+
     def action_switch_node(self) -> None:
         if len(self.app.handles) < 2:
             return
@@ -484,6 +545,8 @@ class MainScreen(Screen):
         self.notify(f"Showing {self.handle.server_id}.")
 
     def _toggle_fault(self, action: str) -> None:
+        if self._refused():
+            return
         stream = self._need_stream()
         if stream is None:
             return
@@ -507,6 +570,8 @@ class MainScreen(Screen):
         )
 
     def action_clear_faults(self) -> None:
+        if self._refused():
+            return
         faults = self.snapshot.faults if self.snapshot is not None else ()
         if not faults:
             self.notify("No fault is on.")
@@ -515,6 +580,8 @@ class MainScreen(Screen):
         self.notify(f"{len(faults)} fault(s) switched off; links reconnect and catch up.")
 
     def action_refresh_digest(self) -> None:
+        if self._refused():
+            return
         stream = self._need_stream()
         if stream is not None:
             self.submit(RefreshDigest(stream.peer_id, stream.group_id))

@@ -296,6 +296,9 @@ def node_config_from(given: Mapping[str, Given]) -> NodeConfig:
     low, high = PING_RANGE
     if not low <= float(ping.value) <= high:  # type: ignore[arg-type]
         raise ping.error(f"{ping.value:g} s is out of range: give {low:g} to {high:g} seconds")
+    record_mb = given["record_max_mb"]
+    if not 1 <= float(record_mb.value) <= 1024 * 1024:  # type: ignore[arg-type]
+        raise record_mb.error(f"{record_mb.value:g} MB: give 1 MB or more")
     cert, key, ca = given["tls_cert"], given["tls_key"], given["tls_ca"]
     if (cert.value is None) != (key.value is None):
         present, missing = (cert, "tls_key") if key.value is None else (key, "tls_cert")
@@ -325,6 +328,8 @@ def node_config_from(given: Mapping[str, Given]) -> NodeConfig:
         advertise_url=advertise_url,  # type: ignore[arg-type]
         worker=worker,
         workers=workers,
+        record_dir=given["record"].value,  # type: ignore[arg-type]
+        record_max_bytes=int(float(record_mb.value) * 1024 * 1024),  # type: ignore[arg-type]
     )
     try:
         config.client_ssl_context()  # a bad CA file fails here, in one line
@@ -352,6 +357,19 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         metavar="R",
         help="test events per second each node authors (default 1; 0 for none)",
     )
+    p.add_argument(
+        "--record",
+        metavar="DIR",
+        default=None,
+        help="each node records its wire into DIR (one file per node; tapsim replay DIR/*)",
+    )
+    p.add_argument(
+        "--record-max-mb",
+        metavar="MB",
+        type=float,
+        default=None,
+        help="size of a recording's file before the next part opens (default 64)",
+    )
 
 
 def check_demo_options(args: argparse.Namespace) -> None:
@@ -361,6 +379,10 @@ def check_demo_options(args: argparse.Namespace) -> None:
         raise ConfigError(f"--nodes {args.nodes}: give {low} to {high} nodes")
     if args.rate < 0:
         raise ConfigError(f"--rate {args.rate:g}: give 0 or more events per second")
+    if args.record is not None and not args.record:
+        raise ConfigError("--record: give a directory, not an empty string")
+    if args.record_max_mb is not None and not args.record_max_mb >= 1:
+        raise ConfigError(f"--record-max-mb {args.record_max_mb:g}: give 1 MB or more")
 
 
 def add_metrics_argument(p: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from node.runtime.config import ConfigError
 
-STRING, PATH, LIST, BOOL, SECONDS = "string", "path", "list", "bool", "seconds"
+STRING, PATH, LIST, BOOL, SECONDS, NUMBER = "string", "path", "list", "bool", "seconds", "number"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +27,7 @@ class Option:
 
     key: str  # in config.toml
     flag: str  # on the command line
-    kind: str  # STRING, PATH, LIST, BOOL or SECONDS
+    kind: str  # STRING, PATH, LIST, BOOL, SECONDS or NUMBER
     metavar: str
     help: str
     default: object  # the value when neither the file nor a flag gives one
@@ -43,6 +43,7 @@ class Option:
             LIST: f"an array of strings, e.g. {self.key} = {self.example}",
             BOOL: f"true or false, e.g. {self.key} = {self.example}",
             SECONDS: f"a number of seconds, e.g. {self.key} = {self.example}",
+            NUMBER: f"a number, e.g. {self.key} = {self.example}",
         }[self.kind]
 
 
@@ -116,6 +117,17 @@ NODE_OPTIONS: tuple[Option, ...] = (
         "the URL peers reach this server at (its key document's url), e.g. the load "
         "balancer's in front of workers",
         None, "the listen address", '"http://taps.example.org:8448"',
+    ),
+    Option(
+        "record", "--record", PATH, "DIR",
+        "record every frame in and out, and a snapshot a second, into DIR from the start "
+        "(tapsim replay plays it back; the record key starts and stops it)",
+        None, "not recording", '"recordings"',
+    ),
+    Option(
+        "record_max_mb", "--record-max-mb", NUMBER, "MB",
+        "size of a recording's file before the next part opens",
+        64.0, "64", "16",
     ),
 )  # fmt: skip
 
@@ -240,6 +252,7 @@ def check_file_value(option: Option, value: object, path: Path) -> None:
         LIST: isinstance(value, list) and all(isinstance(v, str) for v in value),
         BOOL: isinstance(value, bool),
         SECONDS: isinstance(value, int | float) and not isinstance(value, bool),
+        NUMBER: isinstance(value, int | float) and not isinstance(value, bool),
     }[option.kind]
     if not ok:
         raise ConfigError(
@@ -267,9 +280,10 @@ def from_flag(option: Option, raw: object) -> Given:
         if not raw:
             raise ConfigError(f"{where}: give a path, not an empty string")
         return Given(Path(raw), where)
-    if option.kind == SECONDS:
+    if option.kind in (SECONDS, NUMBER):
         try:
             return Given(float(str(raw)), where)
         except ValueError:
-            raise ConfigError(f"{where}: {raw!r} is not a number of seconds") from None
+            unit = " of seconds" if option.kind == SECONDS else ""
+            raise ConfigError(f"{where}: {raw!r} is not a number{unit}") from None
     return Given(raw, where)

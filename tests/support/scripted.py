@@ -27,6 +27,8 @@ from node.view.commands import (
     RefreshDigest,
     Repair,
     SetFault,
+    StartRecording,
+    StopRecording,
 )
 from node.view.snapshot import (
     AuthorRange,
@@ -139,6 +141,7 @@ class ScriptedNode:
             for i, s in enumerate(self.streams)
         ]
         self.published = 0
+        self.recording = ""  # the file a StartRecording "records" to
         self._lock = threading.Lock()
         self._log: deque[FrameLogEntry] = deque(maxlen=LOG_KEEP)
         self._next_index = 0
@@ -186,6 +189,7 @@ class ScriptedNode:
                     self._peer_digest(s, now) for s in self.streams if s.digest_known
                 ),
                 alerts=tuple(self.alerts),
+                recording=self.recording,
             )
 
     def _initiated(self, group_id: str) -> set[str]:
@@ -245,6 +249,10 @@ class ScriptedNode:
         elif isinstance(command, ClearFaults):
             for s in self.streams:
                 s.faults.clear()
+        elif isinstance(command, StartRecording):
+            self.recording = f"{command.directory or 'recordings'}/{self._server_id}-000.ndjson"
+        elif isinstance(command, StopRecording):
+            self.recording = ""
         elif isinstance(command, RefreshDigest):
             pass  # the scripted peers' digests are always as fresh as the script
         elif isinstance(command, Repair):
