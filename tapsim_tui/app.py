@@ -26,7 +26,10 @@ from tapsim_tui.handle import NodeHandle
 from tapsim_tui.screens.help import HelpScreen
 from tapsim_tui.screens.main import MAIN_BINDINGS, MainScreen
 from tapsim_tui.screens.replay import REPLAY_BINDINGS
+from tapsim_tui.screens.trace import TRACE_BINDINGS, TraceScreen
 from tapsim_tui.settings import validate_keymap
+from tapsim_tui.trace_palette import TraceCommands
+from widgets.frame_log import FRAME_LOG_BINDINGS
 
 APP_BINDINGS = [
     Binding("s", "save_screenshot", "Screenshot", id="screenshot"),
@@ -43,7 +46,7 @@ def screenshot_dir() -> Path:
 
 
 def all_bindings() -> list[Binding]:
-    return [*MAIN_BINDINGS, *APP_BINDINGS]
+    return [*MAIN_BINDINGS, *FRAME_LOG_BINDINGS, *TRACE_BINDINGS, *APP_BINDINGS]
 
 
 def binding_defaults() -> dict[str, str]:
@@ -56,6 +59,7 @@ class TapsimApp(App):
     TITLE = "tapsim"
     BINDINGS = APP_BINDINGS
     EXTRA_BINDINGS: ClassVar[list[Binding]] = []  # the replay's, on its help screen
+    COMMANDS = App.COMMANDS | {TraceCommands}
 
     def __init__(
         self,
@@ -141,11 +145,23 @@ class TapsimApp(App):
         )
 
     def help_rows(self) -> list[tuple[str, str, str]]:
-        shown = [*MAIN_BINDINGS, *self.EXTRA_BINDINGS, *APP_BINDINGS]
+        shown = [
+            *MAIN_BINDINGS,
+            *FRAME_LOG_BINDINGS,
+            *TRACE_BINDINGS,
+            *self.EXTRA_BINDINGS,
+            *APP_BINDINGS,
+        ]
         rows = [(self.keys_for(b), b.description, b.id or "") for b in shown]
         palette = self.get_key_display(Binding(self.COMMAND_PALETTE_BINDING, "command_palette"))
         rows.append((palette, "Command palette: every action by name", "command_palette"))
         return rows
+
+    def open_trace(self, event_id: str) -> None:
+        """Show one event's way across the nodes this dashboard looks at."""
+        if isinstance(self.screen, TraceScreen):
+            self.screen.dismiss(None)
+        self.push_screen(TraceScreen(event_id))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -181,6 +197,13 @@ class TapsimApp(App):
             "switch every injected fault off (cut, ACKs paused, credit 1)",
             main.action_clear_faults,
         )
+        frames = main.query_one("#frames")
+        for binding in FRAME_LOG_BINDINGS:
+            yield SystemCommand(
+                binding.description,
+                f"{binding.id} · key {self.keys_for(binding)} in the frame log",
+                partial(self.run_action, binding.action, frames),
+            )
         for binding in APP_BINDINGS:
             if binding.id == "screenshot":
                 yield SystemCommand(

@@ -26,9 +26,11 @@ from node.view.control import (
     ControlError,
     NodeError,
     SnapshotReceived,
+    TraceAnswer,
     Welcomed,
 )
 from node.view.snapshot import NodeSnapshot
+from node.view.trace import Trace
 from tapsim_tui.node_start import starting_snapshot
 
 RETRY_EVERY = 0.5  # seconds between attempts to reach a node that is not there
@@ -113,6 +115,14 @@ def fetch_snapshot(data_dir: Path, *, timeout: float = CONNECT_TIMEOUT):
         conn.close()
 
 
+class _Answer:
+    __slots__ = ("ready", "trace")
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.trace: Trace | None = None
+
+
 class AttachedNode:
     """A ``NodeHandle`` over a node's control socket, re-attaching when it returns.
 
@@ -139,6 +149,7 @@ class AttachedNode:
         self._closed = threading.Event()
         self._attached = threading.Event()
         self._notices: deque[str] = deque(maxlen=50)
+        self._traces: dict[int, _Answer] = {}  # trace requests awaiting their answer
         self._thread: threading.Thread | None = None
         self.status: str | None = "attaching…"
         self.attach_count = 0  # connections made so far (a re-attach counts again)
@@ -162,12 +173,33 @@ class AttachedNode:
         if conn is None:
             self._notices.append(f"not sent: {self.status or 'not attached'}")
             return
-        _id, data = conn.session.command(command)
         try:
             with self._send_lock:
+                _id, data = conn.session.command(command)
                 conn.send(data)
         except OSError:
             self._notices.append(f"not sent: the node {self._name} went away")
+
+    def trace(self, event_id: str, timeout: float = CONNECT_TIMEOUT) -> Trace | None:
+        """The node's view of one event's way; None when it does not answer in time.
+        Blocks: call it from a worker thread."""
+        conn = self._conn
+        if conn is None:
+            return None
+        answer = _Answer()
+        try:
+            with self._send_lock:
+                cid, data = conn.session.trace(event_id)
+                self._traces[cid] = answer
+                conn.send(data)
+        except OSError:
+            return None
+        try:
+            if not answer.ready.wait(timeout):
+                return None
+        finally:
+            self._traces.pop(cid, None)
+        return answer.trace
 
     def drain_notices(self) -> list[str]:
         out = []
@@ -230,6 +262,11 @@ class AttachedNode:
                         if self.status is not None:
                             self.status = None
                             self._attached.set()
+                    case TraceAnswer(id=cid, trace=trace):
+                        answer = self._traces.get(cid)
+                        if answer is not None:
+                            answer.trace = trace
+                            answer.ready.set()
                     case CommandResult(error=error) if error is not None:
                         self._notices.append(f"{self._name}: {error}")
                     case NodeError(message=message):

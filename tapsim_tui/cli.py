@@ -133,6 +133,18 @@ def _run_monitor(args: argparse.Namespace) -> int:
 _LOOKS_ONLY = "it looks at a node that runs already; give its own options after the command"
 
 
+def _run_trace(args: argparse.Namespace) -> int:
+    from tapsim_tui.trace_cli import run_trace
+
+    return run_trace(args)
+
+
+def _add_trace_arguments(parser: argparse.ArgumentParser) -> None:
+    from tapsim_tui.trace_cli import add_trace_arguments
+
+    add_trace_arguments(parser)
+
+
 def _run_config(args: argparse.Namespace) -> int:
     from tapsim_tui.app import binding_defaults
     from tapsim_tui.settings import node_config_from, node_settings
@@ -230,6 +242,18 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         node_options=False,
         refuse_node_options=_LOOKS_ONLY,
         add_arguments=partial(add_monitor_arguments, listen=True),
+    ),
+    Subcommand(
+        "trace",
+        summary="one event's way across the nodes of a set of recordings",
+        description="Follow one event through wire recordings (tapsim --record DIR): its "
+        "author, when it was authored, and every hop it crossed on each recorded node "
+        "(sent, received, stored, ACKed, relayed), with times. FILE may be a directory. "
+        "Exit 0 when found, 1 when no recording holds the event.",
+        run=_run_trace,
+        node_options=False,
+        refuse_node_options="it reads recording files; it starts and attaches to no node",
+        add_arguments=_add_trace_arguments,
     ),
 )
 

@@ -26,3 +26,8 @@ class NodeHandle(Protocol):
     def submit(self, command: Command) -> None:
         """Hand a command to the node; thread-safe and never blocks the caller."""
         ...
+
+
+# A handle may also offer ``trace(event_id, timeout) -> Trace | None``: the node's view
+# of one event's way (``node.view.trace``), blocking, asked from a worker thread. The
+# trace screen skips handles without it.

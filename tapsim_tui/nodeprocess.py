@@ -25,6 +25,7 @@ from pathlib import Path
 from node.runtime.config import NodeConfig
 from node.view.commands import Command
 from node.view.snapshot import NodeSnapshot
+from node.view.trace import Trace
 from tapsim_tui.attach import AttachedNode
 from tapsim_tui.node_messages import FromNode, Ready, StartFailed, Stop, ToNode
 from tapsim_tui.node_start import starting_snapshot
@@ -68,6 +69,9 @@ class NodeProcess:
     def submit(self, command: Command) -> None:
         if self.attached is not None:
             self.attached.submit(command)
+
+    def trace(self, event_id: str, timeout: float = 3.0) -> Trace | None:
+        return self.attached.trace(event_id, timeout) if self.attached is not None else None
 
     def drain_notices(self) -> list[str]:
         return self.attached.drain_notices() if self.attached is not None else []

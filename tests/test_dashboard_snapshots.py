@@ -14,14 +14,16 @@ import pytest
 from support.scripted import SCENE_SIZE, scene
 
 
-@pytest.mark.parametrize("name", ["main", "detail", "stalled", "repair", "help", "cut"])
+@pytest.mark.parametrize(
+    "name", ["main", "detail", "stalled", "repair", "heatmap", "help", "cut", "trace"]
+)
 def test_screen(snap_compare, name):
     app, run_before = scene(name)
     assert snap_compare(app, terminal_size=SCENE_SIZE, run_before=run_before)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (100, 30), (160, 48)], ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("name", ["main", "detail", "cut", "help"])
+@pytest.mark.parametrize("name", ["main", "detail", "cut", "help", "heatmap", "trace"])
 def test_screen_at_size(snap_compare, name, size):
     app, run_before = scene(name)
     assert snap_compare(app, terminal_size=size, run_before=run_before)

@@ -41,6 +41,7 @@ from node.view.snapshot import (
 )
 from tests.diffsets import split_sides
 from tests.nodes import start_node, streams_up, wait_until
+from widgets.range_heatmap import cells
 
 # Every node of these tests keeps its events on SQLite, then on PostgreSQL.
 pytestmark = pytest.mark.usefixtures("node_stores")
@@ -172,6 +173,10 @@ async def test_one_repair_converges_within_d_log_n(pair, universe, kind, d):
     assert digest_of(alice) == digest_of(bob)
     assert alice.store.ids_in_range(G) == bob.store.ids_in_range(G)
     assert snap.events_fetched == d and snap.events_sent == d
+    # The range heatmap's material: the snapshot tells which ranges differed and were
+    # repaired, and the bar it draws ends with nothing differing.
+    assert {mark for _lo, _hi, mark in snap.range_marks} >= {"differs", "repaired"}
+    assert "differs" not in cells(snap.range_marks, 80)
     stats = bob.repairs.last_stats("alice", G)
     assert stats is not None and stats.converged
     # Round trips and bytes grow like d · log n, not n: the in-memory planner bound of

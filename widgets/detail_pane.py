@@ -27,6 +27,7 @@ from widgets.credit_gauge import CreditGauge, CreditView
 from widgets.digest_comparison import DigestComparison, DigestView
 from widgets.heartbeat_timeline import HeartbeatTimeline, HeartbeatView
 from widgets.history_chart import WINDOWS_S, HistoryChart
+from widgets.range_heatmap import HeatmapView, RangeHeatmap
 from widgets.render import STATE_STYLES, fmt_age, fmt_bytes, short_peer
 from widgets.repair_progress import RepairProgress, RepairView
 from widgets.stream_history import StreamHistory
@@ -72,6 +73,7 @@ class DetailPane(VerticalScroll):
         self._history = HistoryChart()
         self._repair = RepairProgress()
         self._digest = DigestComparison()
+        self._heatmap = RangeHeatmap()
         self._details: tuple[Widget, ...] = (
             self._credit_out,
             self._credit_in,
@@ -79,6 +81,7 @@ class DetailPane(VerticalScroll):
             self._history,
             self._repair,
             self._digest,
+            self._heatmap,
         )
 
     def compose(self) -> ComposeResult:
@@ -152,6 +155,7 @@ class DetailPane(VerticalScroll):
             round(now),
         )
         self._repair.view = RepairView(round(now, 1), view.repair, stream.peer_id)
+        self._heatmap.view = HeatmapView(stream.group_id, view.repair, view.peer_digest)
 
 
 def blocked_reason(s: StreamSnapshot, now: float) -> str:

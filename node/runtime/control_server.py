@@ -28,6 +28,7 @@ from node.view.commands import Command
 from node.view.control import (
     FORBIDDEN,
     Close,
+    Lookup,
     NodeFacts,
     Run,
     Send,
@@ -35,6 +36,7 @@ from node.view.control import (
     error_line,
 )
 from node.view.snapshot import NodeSnapshot
+from node.view.trace import Trace
 
 log = logging.getLogger("tapsim.control")
 
@@ -48,6 +50,7 @@ class ControlPorts:
     facts: Callable[[], NodeFacts]
     snapshot: Callable[[], NodeSnapshot]
     execute: Callable[[Command], str | None]  # None: done; else the reason, in words
+    trace: Callable[[str], Trace] = Trace  # one event's way as this node saw it
 
 
 def peer_uid(sock: socket.socket) -> int | None:
@@ -159,6 +162,9 @@ class ControlServer:
                             client.write(out)
                         case Run(id=cid, command=command):
                             client.write(client.session.result(cid, self._run(command)))
+                        case Lookup(id=cid, event_id=event_id):
+                            trace = self._ports.trace(event_id)
+                            client.write(client.session.trace_line(cid, trace))
                         case Close():
                             return
                 if client.session.wants_snapshot(time.monotonic()):

@@ -74,6 +74,7 @@ from node.view.commands import (
 from node.view.control import NodeFacts
 from node.view.framelog import FrameLog
 from node.view.snapshot import Fault, LinkFault, NodeSnapshot, PeerConfigSnapshot
+from node.view.trace import Trace, TraceLog
 
 RENEW_CHECK = 86400.0  # seconds between checks that our key document is not near expiry
 MAX_STREAMS = 1000  # inbound streams over all connections, beyond which we answer 503
@@ -93,6 +94,7 @@ class Node:
         self.server_id = config.server_id
         self.started_at = time.time()
         self.frame_log = FrameLog() if record_frames else None
+        self.traces = TraceLog(config.server_id) if record_frames else None
         self.log = NodeLog(on_log)
         self.counters = Counters()
         self.store_thread = StoreThread()
@@ -126,7 +128,9 @@ class Node:
         self._commands: set[asyncio.Task] = set()  # dashboard commands that await
         self.lock = DataDirLock(Path(config.data_dir))
         self.control = ControlServer(
-            ControlPorts(facts=self._facts, snapshot=self.snapshot, execute=self.execute)
+            ControlPorts(
+                facts=self._facts, snapshot=self.snapshot, execute=self.execute, trace=self.trace
+            )
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -159,7 +163,11 @@ class Node:
         replay = DurableReplayCache(store, thread)
         replay.load(await thread.run(store.replay_entries, time.time() - REPLAY_WINDOW))
         self._sessions = SessionFactory(
-            config, identity, HelloAuthenticator(self.server_id, keystore, replay), self.frame_log
+            config,
+            identity,
+            HelloAuthenticator(self.server_id, keystore, replay),
+            self.frame_log,
+            self.traces,
         )
         ingest = Ingest(
             store, keystore.key_for, lambda author, _key_id: keystore.is_provisional(author)
@@ -363,7 +371,15 @@ class Node:
 
     def _stored(self, group_id: str, events: list[Event], hop: str) -> None:
         self.counters.events_stored += len(events)
+        if self.traces is not None:
+            self.traces.stored(group_id, events, hop, time.time())
         self.streams.notify_stored(group_id, events, hop)
+
+    def trace(self, event_id: str) -> Trace:
+        """This node's view of one recent event's way (none when frames are not recorded)."""
+        if self.traces is None:
+            return Trace(event_id, nodes=(self.server_id,))
+        return self.traces.trace(event_id)
 
     def _fault_changed(self, peer_id: str, group_id: str) -> None:
         self.streams.apply_faults(peer_id, group_id)

@@ -19,6 +19,7 @@ from node.protocol.session import Role, SessionConfig, StreamSession
 from node.runtime.config import NodeConfig
 from node.runtime.federation import CAPABILITIES
 from node.view.framelog import FrameLog
+from node.view.trace import TraceLog
 
 
 class SessionFactory:
@@ -28,11 +29,13 @@ class SessionFactory:
         identity: Identity,
         hello_auth: HelloAuthenticator,
         frame_log: FrameLog | None,
+        traces: TraceLog | None = None,
     ) -> None:
         self._config = config
         self._identity = identity
         self._hello_auth = hello_auth
         self._frame_log = frame_log
+        self._traces = traces
 
     def new(self, group_id: str, role: Role, peer_id: str | None) -> StreamSession:
         """A session for one stream; an initiator names the peer it expects."""
@@ -42,6 +45,10 @@ class SessionFactory:
             if self._frame_log is not None
             else None
         )
+        if self._traces is not None:
+            observer = self._traces.observer(
+                lambda: session.peer_id, group_id, role.value, then=observer
+            )
         expect = peer_id if role is Role.INITIATOR else None
 
         def make_hello(to: str, now: float) -> Frame:

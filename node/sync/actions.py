@@ -108,6 +108,13 @@ Request = FetchDigest | SendCheckpoint | SendEvents
 Action = FetchDigest | SendCheckpoint | SendEvents | Done | Failed
 
 
+# What a repair learned of one range of the group's event-id space (RepairStats.range_marks).
+MARK_EQUAL = "equal"  # compared: both sides hold the same events there
+MARK_DIFFERS = "differs"  # compared: the sides differ there
+MARK_REPAIRED = "repaired"  # its checkpoint exchange completed
+MAX_RANGE_MARKS = 512  # kept per repair: coarse ranges come first, then finer ones
+
+
 @dataclass(slots=True)
 class RepairStats:
     started_at: float
@@ -121,6 +128,8 @@ class RepairStats:
     passes: int = 0
     ranges_compared: int = 0
     mismatching_ranges: list[tuple[str, str]] = field(default_factory=list)
+    # (lo, hi, MARK_*) in the order learned; "" is the open end (§5.3).
+    range_marks: list[tuple[str, str, str]] = field(default_factory=list)
     events_fetched: int = 0
     events_sent: int = 0
     bytes: int = 0  # as reported by the shell for each exchange

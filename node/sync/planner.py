@@ -53,6 +53,10 @@ from dataclasses import dataclass, field
 from node.protocol.errors import ErrorCode, ProtocolError
 from node.protocol.ids import CROCKFORD, is_ulid
 from node.sync.actions import (
+    MARK_DIFFERS,
+    MARK_EQUAL,
+    MARK_REPAIRED,
+    MAX_RANGE_MARKS,
     Action,
     DigestSource,
     Done,
@@ -336,7 +340,9 @@ class RepairPlanner:
         s.local_count, s.local_fingerprint = count, fp
         s.remote_count, s.remote_fingerprint = digest.count, digest.fingerprint
         if count == digest.count and fp == digest.fingerprint:
+            self._mark("", "", MARK_EQUAL)
             return True
+        self._mark("", "", MARK_DIFFERS)
         remote = digest.authors or {}
         try:
             local = parse_authors(self.local.authors(self.group_id))
@@ -366,6 +372,9 @@ class RepairPlanner:
             s.ranges_compared += 1
             if count != b.count or fp != b.fingerprint:
                 differing.append((b, count))
+                self._mark(b.lo, b.hi, MARK_DIFFERS)
+            else:
+                self._mark(b.lo, b.hi, MARK_EQUAL)
         if not differing:
             # The range differs as a whole but no bucket does: the set changed under us
             # (live traffic). The next pass sees the new state.
@@ -444,10 +453,17 @@ class RepairPlanner:
             self.stats.equivocations.add(eid)
             self._to_send_equivocated.add(eid)
 
+    def _mark(self, lo: str, hi: str, mark: str) -> None:
+        marks = self.stats.range_marks
+        if len(marks) < MAX_RANGE_MARKS:
+            marks.append((lo, hi, mark))
+
     def _close_chain(self, chain: _Chain, summaries: Sequence) -> None:
         self._to_send.update(chain.want)
         if chain.fetch:
             return
+        for rs in chain.ranges:
+            self._mark(rs.rng.lo, rs.rng.hi, MARK_REPAIRED)
         by_range = {(r.lo, r.hi): r for r in summaries}
         for rs in chain.ranges:
             r = rs.rng

@@ -378,6 +378,7 @@ def repair_snapshot(planner: RepairPlanner) -> RepairSnapshot:
         remote_authors=_author_ranges(s.remote_authors),
         mismatching_ranges=tuple(s.mismatching_ranges[:64]),
         error=s.error,
+        range_marks=tuple(s.range_marks),
     )
 
 

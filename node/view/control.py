@@ -22,11 +22,14 @@ client → node
         drop_outbox_and_pin), ``set_fault`` (peer_id, group_id, fault, enabled),
         ``clear_faults``, ``refresh_digest`` (peer_id, group_id), ``start_recording``
         (directory; "" for the node's own), ``stop_recording``
+    ``{"type": "trace", "id": 8, "event_id": "01K..."}``   this node's view of one
+        event's way (``node.view.trace``)
 
 node → client
     ``{"type": "welcome", "version": 1, "server_id", "pid", "listen", "started_at"}``
     ``{"type": "snapshot", "seq": n, "mode": "delta"|"full", "snapshot": {...}}``
     ``{"type": "result", "id": 7, "ok": true}`` or ``..., "ok": false, "error": "..."}``
+    ``{"type": "trace", "id": 8, "trace": {...}}``   a ``Trace``; no steps: not seen
     ``{"type": "error", "code": "...", "message": "...", "fatal": false}``; after a
         fatal error the node closes the connection
 
@@ -43,10 +46,19 @@ from dataclasses import dataclass, replace
 
 import orjson
 
-from node.view.codec import CodecError, decode_command, decode_snapshot, encode_command, to_json
+from node.protocol.ids import is_ulid
+from node.view.codec import (
+    CodecError,
+    decode,
+    decode_command,
+    decode_snapshot,
+    encode_command,
+    to_json,
+)
 from node.view.commands import Command
 from node.view.framelog import TAIL as FRAME_TAIL
 from node.view.snapshot import FrameLogEntry, NodeSnapshot
+from node.view.trace import Trace
 
 VERSIONS = (1,)
 MAX_LINE = 256 * 1024  # a client's line: a command with a 64 KiB event, base64, fits
@@ -151,11 +163,19 @@ class Run:
 
 
 @dataclass(frozen=True, slots=True)
+class Lookup:
+    """Trace one event; answer with :meth:`ServerSession.trace_line`."""
+
+    id: int
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """End the connection (after sending what came before)."""
 
 
-ServerAction = Send | Run | Close
+ServerAction = Send | Run | Lookup | Close
 
 
 class ServerSession:
@@ -220,6 +240,14 @@ class ServerSession:
                 except CodecError as exc:
                     return [Send(self.result(cid, str(exc)))]
                 return [Run(cid, command)]
+            case "trace":
+                cid = obj.get("id")
+                if not isinstance(cid, int) or isinstance(cid, bool):
+                    raise ControlError(BAD_MESSAGE, 'a trace needs an integer "id"')
+                event_id = obj.get("event_id")
+                if not is_ulid(event_id):
+                    raise ControlError(BAD_MESSAGE, 'a trace needs an "event_id" (a ULID)')
+                return [Lookup(cid, event_id)]
             case _:
                 raise ControlError(BAD_MESSAGE, f"unknown message type {kind!r}")
 
@@ -266,6 +294,10 @@ class ServerSession:
         if error is None:
             return line({"type": "result", "id": cid, "ok": True})
         return line({"type": "result", "id": cid, "ok": False, "error": error})
+
+    def trace_line(self, cid: int, trace: Trace) -> bytes:
+        head = orjson.dumps({"type": "trace", "id": cid})
+        return head[:-1] + b',"trace":' + to_json(trace) + b"}\n"
 
     def wants_snapshot(self, now: float) -> bool:
         if self.version is None or self.closed:
@@ -314,13 +346,19 @@ class CommandResult:
 
 
 @dataclass(frozen=True, slots=True)
+class TraceAnswer:
+    id: int
+    trace: Trace
+
+
+@dataclass(frozen=True, slots=True)
 class NodeError:
     code: str
     message: str
     fatal: bool
 
 
-ClientEvent = Welcomed | SnapshotReceived | CommandResult | NodeError
+ClientEvent = Welcomed | SnapshotReceived | CommandResult | TraceAnswer | NodeError
 
 
 class ClientSession:
@@ -349,6 +387,10 @@ class ClientSession:
         self._ids += 1
         body = {"type": "command", "id": self._ids, "command": encode_command(command)}
         return self._ids, line(body)
+
+    def trace(self, event_id: str) -> tuple[int, bytes]:
+        self._ids += 1
+        return self._ids, line({"type": "trace", "id": self._ids, "event_id": event_id})
 
     def receive(self, data: bytes) -> list[ClientEvent]:
         """Events from the node's bytes; raises ControlError for a line that is not
@@ -386,6 +428,8 @@ class ClientSession:
                     ok = _want(obj, "ok", bool)
                     error = None if ok else str(obj.get("error") or "failed")
                     return CommandResult(_want(obj, "id", int), error)
+                case "trace":
+                    return TraceAnswer(_want(obj, "id", int), decode(Trace, obj.get("trace")))
                 case "error":
                     return NodeError(
                         str(obj.get("code")), str(obj.get("message")), obj.get("fatal") is True

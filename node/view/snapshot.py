@@ -146,6 +146,10 @@ class RepairSnapshot:
     remote_authors: tuple[AuthorRange, ...] = ()
     mismatching_ranges: tuple[tuple[str, str], ...] = ()
     error: str | None = None
+    # What the repair learned of each range of the group's event-id space, in order:
+    # (lo, hi, "equal" | "differs" | "repaired"); "" is the open end. Ranges no mark
+    # covers are unknown. The range heatmap draws them.
+    range_marks: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,10 @@ LEGEND = (
     " ACK's round trip (event written → ACK read)\n"
     "digest: ✓ equal  ✗ differs  ⟳ repairing  ! equivocation  ? not compared yet; in the"
     " detail pane … means we moved on since the peer's digest was fetched\n"
-    "credit bars: events | bytes left against the window; ↑ we send, ↓ we receive · ⚡ fault on"
+    "credit bars: events | bytes left against the window; ↑ we send, ↓ we receive · ⚡ fault on\n"
+    "ranges: the group's event-id time, left (old) to right (new): green equal, red differs,"
+    " accent repaired, ░ not compared; it fills in as a repair proceeds\n"
+    "frame log: ↑/↓ pick an EVENT, ⏎ traces it (its hops over every node, with times)"
 )
 
 

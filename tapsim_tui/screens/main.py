@@ -329,6 +329,9 @@ class MainScreen(Screen):
             local_name=s.server_id,
         )
 
+    def on_frame_log_trace_requested(self, event: FrameLog.TraceRequested) -> None:
+        self.app.open_trace(event.event_id)
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if isinstance(event.data_table, StreamsTable):
             self._show_detail()

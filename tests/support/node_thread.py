@@ -21,6 +21,7 @@ from node.runtime.config import NodeConfig
 from node.runtime.node import Node
 from node.view.commands import Command
 from node.view.snapshot import NodeSnapshot
+from node.view.trace import Trace
 from tapsim_tui.node_start import IDLE_AFTER, PUBLISH_EVERY, starting_snapshot
 from tapsim_tui.settings import NodeStartError, describe_start_error, start_timed_out
 
@@ -60,6 +61,19 @@ class NodeThread:
             return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(node.execute, command)
+
+    def trace(self, event_id: str, timeout: float = 3.0) -> Trace | None:
+        loop, node = self._loop, self._node
+        if loop is None or node is None or loop.is_closed():
+            return None
+
+        async def ask() -> Trace:
+            return node.trace(event_id)
+
+        try:
+            return asyncio.run_coroutine_threadsafe(ask(), loop).result(timeout)
+        except (RuntimeError, TimeoutError):
+            return None
 
     # ------------------------------------------------------------------ lifecycle
 

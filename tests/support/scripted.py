@@ -41,6 +41,17 @@ from node.view.snapshot import (
     RepairSnapshot,
     StreamSnapshot,
 )
+from node.view.trace import (
+    ACKED,
+    AUTHORED,
+    PEER_ACKED,
+    RECEIVED,
+    SENT,
+    STORED,
+    Trace,
+    TraceStep,
+    ulid_time,
+)
 from tapsim_tui.e2e import GroupCipher
 
 DEMO_GROUP = "g!demo"
@@ -191,6 +202,19 @@ class ScriptedNode:
                 alerts=tuple(self.alerts),
                 recording=self.recording,
             )
+
+    def trace(self, event_id: str, timeout: float = 0.0) -> Trace:
+        """This node's view of :func:`scripted_trace`."""
+        whole = scripted_trace(event_id)
+        mine = tuple(step for step in whole.steps if step.node == self._server_id)
+        return Trace(
+            event_id,
+            whole.author,
+            whole.author_seq,
+            whole.group_id,
+            mine,
+            (self._server_id,),
+        )
 
     def _initiated(self, group_id: str) -> set[str]:
         return {s.peer_id for s in self.streams if s.group_id == group_id and s.role == "initiator"}
@@ -548,6 +572,63 @@ def demo_nodes(clock: Callable[[], float]) -> list[ScriptedNode]:
     return nodes
 
 
+def scripted_trace(event_id: str) -> Trace:
+    """Any event as authored by alice, relayed alice → bob → carol, and sent by alice to
+    carol too (a duplicate there), with times after its id's time."""
+    t0 = ulid_time(event_id) or 0.0
+    a, b, c = "server-alice", "server-bob", "server-carol"
+    ms = 0.001
+    steps = (
+        TraceStep(t0 + 0.4 * ms, a, AUTHORED),
+        TraceStep(t0 + 0.9 * ms, a, SENT, b, "initiator", 1, 812),
+        TraceStep(t0 + 1.6 * ms, b, RECEIVED, a, "acceptor", 1, 809),
+        TraceStep(t0 + 5.2 * ms, b, STORED, a),
+        TraceStep(t0 + 5.4 * ms, b, ACKED, a, "acceptor", 1, 809),
+        TraceStep(t0 + 5.8 * ms, b, SENT, c, "initiator", 3, 640),
+        TraceStep(t0 + 6.3 * ms, a, PEER_ACKED, b, "initiator", 1, 812),
+        TraceStep(t0 + 6.9 * ms, c, RECEIVED, b, "acceptor", 3, 640),
+        TraceStep(t0 + 9.7 * ms, c, STORED, b),
+        TraceStep(t0 + 9.9 * ms, c, ACKED, b, "acceptor", 3, 640),
+        TraceStep(t0 + 10.6 * ms, b, PEER_ACKED, c, "initiator", 3, 640),
+        TraceStep(t0 + 31.0 * ms, a, SENT, c, "initiator", 2, 820),
+        TraceStep(t0 + 31.8 * ms, c, RECEIVED, a, "acceptor", 2, 818),
+        TraceStep(t0 + 33.1 * ms, a, PEER_ACKED, c, "initiator", 2, 820),
+    )
+    return Trace(event_id, a, 431, DEMO_GROUP, steps, (a, b, c))
+
+
+def time_ulid(at: float, n: int = 0) -> str:
+    """A canonical ULID of time ``at`` (its first 48 bits), for range bounds."""
+    value = (int(at * 1000) << 80) | n
+    return "".join(_ULID_ALPHABET[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def heatmap_marks(now: float) -> tuple[tuple[str, str, str], ...]:
+    """A repair half way: the group's last hour in 16 buckets, two differing and
+    descended into, one of their sub-ranges already repaired."""
+    hour = 3600.0
+    start = now - hour
+    bound = [time_ulid(start + i * hour / 16) for i in range(17)]
+    differing = {5, 11}
+    marks: list[tuple[str, str, str]] = [("", "", "differs")]
+    for i in range(16):
+        lo = "" if i == 0 else bound[i]
+        hi = "" if i == 15 else bound[i + 1]
+        marks.append((lo, hi, "differs" if i in differing else "equal"))
+    for i in differing:
+        sub = [time_ulid(start + i * hour / 16 + k * hour / 64) for k in range(5)]
+        for k in range(4):
+            marks.append((sub[k], sub[k + 1], "differs" if k in (1, 2) else "equal"))
+    marks.append(
+        (
+            time_ulid(start + 5 * hour / 16 + hour / 64),
+            time_ulid(start + 5 * hour / 16 + hour / 32),
+            "repaired",
+        )
+    )
+    return tuple(marks)
+
+
 def trouble_node(clock: Callable[[], float]) -> ScriptedNode:
     """One node whose links show every kind of trouble the dashboard explains."""
     now = clock()
@@ -624,6 +705,7 @@ def trouble_node(clock: Callable[[], float]) -> ScriptedNode:
                 (fake_ulid(40_000), fake_ulid(41_000)),
                 (fake_ulid(52_000), fake_ulid(52_500)),
             ),
+            range_marks=heatmap_marks(now),
         ),
         RepairSnapshot(
             "server-gwen",
@@ -667,11 +749,12 @@ def replay(app, clock: FixedClock, seconds: float = 300.0, step: float = 1.0) ->
 
 
 def scene(name: str):
-    """(app, run_before) for a named scene: main, detail, stalled, repair, help, cut."""
+    """(app, run_before) for a named scene: main, detail, stalled, repair, heatmap, help,
+    cut, trace."""
     from tapsim_tui.app import TapsimApp  # late: keep the scripted node free of textual
 
     clock = FixedClock()
-    if name in ("main", "help"):
+    if name in ("main", "help", "trace"):
         nodes = demo_nodes(clock)
         select = None
     elif name == "cut":  # bob cuts alice, who dialled him: the acceptor's row stays
@@ -683,6 +766,7 @@ def scene(name: str):
             "detail": "server-bob|g!demo|initiator",
             "stalled": "server-bob|g!demo|initiator",
             "repair": "server-erin|g!demo|acceptor",
+            "heatmap": "server-erin|g!demo|acceptor",
         }[name]
     app = TapsimApp(nodes, passphrases=DEMO_PASSPHRASES, clock=clock, live=False)
 
@@ -699,15 +783,26 @@ def scene(name: str):
 
             screen.query_one(StreamsTable).select_key(select)
         await pilot.pause()
-        if name in ("detail", "repair"):
+        if name in ("detail", "repair", "heatmap"):
             screen.query_one("#detail").focus()
             await pilot.press("z")
+        if name == "heatmap":
+            from widgets.range_heatmap import RangeHeatmap
+
+            screen.query_one("#detail").scroll_to_widget(
+                screen.query_one(RangeHeatmap), animate=False, top=True
+            )
         if name == "cut":
             await pilot.press("x")
             clock.advance(6)
             pilot.app.refresh_from_snapshot()
         if name == "help":
             await pilot.press("question_mark")
+        if name == "trace":  # the newest EVENT in the frame log
+            screen.query_one("#frames").focus()
+            await pilot.press("enter")
+            await pilot.pause()
+            await pilot.app.workers.wait_for_complete()
         await pilot.pause()
 
     return app, run_before
