@@ -32,6 +32,7 @@ from node.view.recording import (
     read_records,
 )
 from node.view.snapshot import FrameLogEntry, NodeSnapshot
+from node.view.trace import Trace, trace_recordings
 from tapsim_tui.node_start import starting_snapshot
 
 READ_ONLY = "replay: read-only"
@@ -244,6 +245,14 @@ class ReplayNode:
 
     def submit(self, command: Command) -> None:
         self._notices.append(READ_ONLY)
+
+    def trace(self, event_id: str, timeout: float = 0.0) -> Trace | None:
+        """This node's recorded view of one event up to the player's position; every
+        node's headers go in so all nodes share one wall-clock offset."""
+        headers = [h for node in self.player.recording.nodes.values() for h in node.headers]
+        upto = bisect.bisect_right(self.recorded.frame_times, self.player.position)
+        trace, _ = trace_recordings(event_id, [[*headers, *self.recorded.frames[:upto]]])
+        return trace
 
     def drain_notices(self) -> list[str]:
         out = list(self._notices)

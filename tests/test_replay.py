@@ -204,3 +204,35 @@ def test_unreadable_or_empty_input_is_one_line_and_exit_1(tmp_path, capsys):
     with pytest.raises(ReplayError, match="no recording"):
         load([empty])
     assert main(["replay", "--summary", str(empty)]) == 1
+
+
+def test_a_trace_in_the_replay_follows_an_event_over_the_recorded_nodes():
+    from node.protocol.frames import Event, parse_frame
+    from tapsim_tui.replay import ReplayNode
+    from tapsim_tui.screens.trace import gather
+
+    recording = load(fixture_files())
+    player = Player(recording)
+    handles = [ReplayNode(node, player) for node in recording.nodes.values()]
+    alice = recording.nodes["alice"]
+    sent = next(
+        (record, frame.payload)
+        for record in alice.frames
+        if record.direction == "out"
+        and b'"EVENT"' in record.line
+        and isinstance((frame := parse_frame(record.line)).payload, Event)
+        and frame.payload.author == alice.headers[0].server_id
+    )
+    record, event = sent
+
+    player.seek(record.t - 0.001)  # before alice sent it: nothing yet
+    assert gather(handles, event.event_id).steps == ()
+
+    player.seek(player.end)
+    trace = gather(handles, event.event_id)
+    assert trace.author == event.author
+    seen_on = {step.node for step in trace.steps}
+    assert {"alice"} < seen_on, trace  # and at least one node it was sent to
+    assert any(s.kind == "sent" and s.node == "alice" for s in trace.steps), trace
+    assert any(s.kind == "received" and s.node != "alice" for s in trace.steps), trace
+    assert [s.at for s in trace.steps] == sorted(s.at for s in trace.steps)
