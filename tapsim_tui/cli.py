@@ -33,6 +33,7 @@ from tapsim_tui.settings import (
 )
 from tapsim_tui.settings import build_parser as _build_parser
 from tapsim_tui.settings.options import add_metrics_argument, add_monitor_arguments
+from tapsim_tui.workers import add_workers_arguments
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main", "node_config_from_args"]
 
@@ -76,6 +77,13 @@ def _run_node(args: argparse.Namespace) -> int:
     from tapsim_tui.headless import run_headless
 
     return run_headless(config, metrics=metrics)
+
+
+def _run_workers(args: argparse.Namespace) -> int:
+    from tapsim_tui.workers import run_workers
+
+    source = read_config(args)
+    return run_workers(args, node_config(args, source))
 
 
 def _run_replay(args: argparse.Namespace) -> int:
@@ -177,6 +185,18 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "would, check them, and print the effective configuration as TOML, each value "
         "with its source (flag, config file or default). Passphrases are not shown.",
         run=_run_config,
+    ),
+    Subcommand(
+        "workers",
+        summary="several workers behind HAProxy: its config, and which worker owns a group",
+        description="One server may run as several 'tapsim node --worker K/N' processes "
+        "sharing its identity and its store, behind HAProxy (docs/scaling.md). 'haproxy' "
+        "prints the haproxy.cfg for --frontend and each --worker-at; 'map' prints the "
+        "group → worker table as HAProxy's map file; 'owners' shows it; 'move GROUP K' "
+        "gives a group to worker K; 'resize N' changes the worker count. The store is "
+        "the one the node options name.",
+        run=_run_workers,
+        add_arguments=add_workers_arguments,
     ),
     Subcommand(
         "attach",

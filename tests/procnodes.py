@@ -43,9 +43,11 @@ class ProcNode:
         module: str = "tapsim_tui.cli",
         pre: tuple[str, ...] = (),
         extra: tuple[str, ...] = (),
+        server_id: str | None = None,
         store: str | None = None,
     ) -> None:
         self.name = name
+        self.server_id = server_id or name  # workers of one server share it
         self.data_dir = tmp / name
         # The test's backend (tests.nodes.STORES), unless a store is given.
         if store is None and nodes.STORES is not None:
@@ -73,7 +75,7 @@ class ProcNode:
             "--listen",
             f"127.0.0.1:{self.port}",
             "--server-id",
-            self.name,
+            self.server_id,
             "--data-dir",
             str(self.data_dir),
         ]

@@ -64,6 +64,13 @@ GOOD = [
     ("closed = true", ["--closed"], "closed", True),
     ("ping_interval = 5", ["--ping-interval", "5"], "ping_interval", 5.0),
     ("ping_interval = 2.5", ["--ping-interval", "2.5"], "ping_interval", 2.5),
+    ('worker = "1/3"', ["--worker", "1/3"], "workers", 3),
+    (
+        'advertise_url = "http://LB"',
+        ["--advertise-url", "http://LB"],
+        "advertise_url",
+        "http://lb:8448",
+    ),
     ('record = "/srv/rec"', ["--record", "/srv/rec"], "record_dir", Path("/srv/rec")),
     ("record_max_mb = 2", ["--record-max-mb", "2"], "record_max_bytes", 2 * 1024 * 1024),
     ('tls_ca = "{certs}/cert.pem"', ["--tls-ca", "{certs}/cert.pem"], "tls_ca", None),

@@ -54,6 +54,10 @@ class NodeConfig:
     initial_credit_bytes: int = 1 << 20
     max_message_size: int = 65536
     advertise_url: str | None = None  # the `url` of our key document; derived when None
+    # One worker of several serving this identity from one database (docs/scaling.md):
+    # this one initiates streams only for the groups it owns (node.storage.ownership).
+    worker: int = 0
+    workers: int = 1
     # Where the events live: a postgresql:// URL, else the SQLite file in the data dir.
     store: str | None = None
     record_dir: Path | None = None  # record the wire from the start (node.runtime.recorder)
@@ -167,6 +171,22 @@ def parse_peer_url(value: str) -> str:
         if not 1 <= port <= 65535:
             raise bad("port out of range (1–65535)")
     return f"{scheme}://{host}:{port}"
+
+
+MAX_WORKERS = 64
+
+
+def parse_worker(value: str) -> tuple[int, int]:
+    """``K/N``: this process is worker K (from 0) of N sharing one identity and database."""
+    index, sep, count = value.strip().partition("/")
+    if not sep or not index.isdigit() or not count.isdigit():
+        raise ConfigError(f"bad worker {value!r}: give K/N, e.g. 0/2 (worker 0 of 2)")
+    k, n = int(index), int(count)
+    if not 1 <= n <= MAX_WORKERS:
+        raise ConfigError(f"bad worker {value!r}: give 1 to {MAX_WORKERS} workers")
+    if not k < n:
+        raise ConfigError(f"bad worker {value!r}: workers are numbered 0 to {n - 1}")
+    return k, n
 
 
 def check_store_url(value: str) -> str:

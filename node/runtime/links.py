@@ -45,6 +45,8 @@ class LinkPorts:
     link_cut: Callable[[str | None, str], bool]
     open_initiator: Callable[[str, str, str], StreamRunner]  # (group, peer id, url)
     log: Callable[[str], None]
+    # Whether this worker owns a group (docs/scaling.md): links run only for its own.
+    owns: Callable[[str], bool] = lambda _group: True
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,7 @@ class PeerLink:
     def __init__(self, ports: LinkPorts, config: PeerConfig) -> None:
         self._ports = ports
         self.url = config.url
-        self.groups = list(config.groups or ports.default_groups)
+        self.groups = [g for g in config.groups or ports.default_groups if ports.owns(g)]
         self.client = ports.clients.for_url(config.url)
         self.server_id: str | None = ports.directory.ids.get(config.url)  # from a past run
         self.links: dict[str, LinkState] = {g: LinkState(g) for g in self.groups}

@@ -51,6 +51,7 @@ from node.runtime.stream_runner import StreamRunner
 from node.runtime.streams import StreamRegistry
 from node.storage.ingest import Ingest
 from node.storage.ingest_queue import IngestQueue
+from node.storage.ownership import Ownership
 from node.storage.provisional import recheck_provisional
 from node.storage.store import Store
 from node.storage.store_thread import StoreThread
@@ -108,6 +109,7 @@ class Node:
             config.client_ssl_context(), dead_after=DEAD_AFTER_INTERVALS * config.ping_interval
         )
         self.store: Store
+        self.ownership = Ownership()
         self.keystore: KeyStore
         self.directory: PeerDirectory
         self.streams: StreamRegistry
@@ -138,7 +140,10 @@ class Node:
         data_dir = Path(config.data_dir)
         self.lock.acquire()  # before anything in the data dir is opened
         self.identity = identity = load_identity(data_dir, config.server_id)
-        self.store = store = await thread.open(config.store_location)
+        self.store = store = await thread.open(
+            config.store_location, worker=config.worker if config.workers > 1 else None
+        )
+        self.ownership = await self._ownership()
         self.keystore = keystore = KeyStore(
             closed=config.closed,
             on_change=lambda doc, source: thread.submit(
@@ -207,12 +212,14 @@ class Node:
             clients=self.clients,
             directory=directory,
             link_cut=self.faults.link_cut,
+            owns=lambda group: self.ownership.owns(group),
         )
         self.peers = PeerManager(
             LinkPorts(
                 server_id=self.server_id,
                 default_groups=config.groups,
                 ping_interval=config.ping_interval,
+                owns=lambda group: self.ownership.owns(group),
                 clients=self.clients,
                 directory=directory,
                 link_cut=self.faults.link_cut,
@@ -265,6 +272,27 @@ class Node:
         for peer in directory.configs:
             self.peers.add(peer)
         log(f"node {self.server_id} key {identity.key_id} on {', '.join(self.urls)}")
+
+    async def _ownership(self) -> Ownership:
+        """Which groups this worker initiates streams for (docs/scaling.md). One worker
+        owns every group; several record their count and claim an owner for each group
+        they serve in the shared store, so each group has one, written down."""
+        config, store, thread = self.config, self.store, self.store_thread
+        if config.workers == 1:
+            return Ownership()
+        recorded = await thread.run(store.worker_count, config.workers)
+        if recorded != config.workers:
+            raise ConfigError(
+                f"--worker {config.worker}/{config.workers}: the store records "
+                f"{recorded} workers; start each worker as K/{recorded}, or change the count "
+                "with 'tapsim workers resize'"
+            )
+        groups = {*config.groups, *(g for p in config.peers for g in p.groups)}
+        rows = await thread.run(store.claim_owners, sorted(groups), config.workers)
+        ownership = Ownership(config.worker, config.workers, rows)
+        mine = ownership.mine(sorted(groups))
+        self.log(f"worker {ownership.label}: owns {len(mine)} of {len(groups)} groups")
+        return ownership
 
     async def stop(self) -> None:
         if self._stopping:
@@ -378,6 +406,11 @@ class Node:
             case PublishEvent(group_id=group, ciphertext=ciphertext):
                 if not is_group_id(group):
                     return f"bad group id {group!r}"
+                if not self.ownership.owns(group):
+                    return (
+                        f"{group} belongs to worker {self.ownership.owner(group)}, not this "
+                        f"one ({self.ownership.label}): publish there"
+                    )
                 self.publisher.queue(group, ciphertext)
             case Repair(peer_id=peer, group_id=group):
                 self.repairs.request(peer, group)

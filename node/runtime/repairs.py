@@ -59,8 +59,10 @@ class RepairManager:
         clients: ClientPool,
         directory: PeerDirectory,
         link_cut: Callable[[str | None, str], bool],
+        owns: Callable[[str], bool] = lambda _group: True,
     ) -> None:
         self._ports = ports
+        self._owns = owns  # a worker repairs only the groups it owns (docs/scaling.md)
         self._streams = streams
         self._clients = clients
         self._directory = directory
@@ -106,6 +108,8 @@ class RepairManager:
     def start(self, peer_id: str, group_id: str) -> bool:
         key = (peer_id, group_id)
         if self._stopping or key in self._running or self._link_cut(peer_id, group_id):
+            return False
+        if not self._owns(group_id):
             return False
         url = self._directory.url_of(peer_id)
         if not url:

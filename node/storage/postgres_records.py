@@ -6,12 +6,14 @@ mixin.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 
 import orjson
 import psycopg
 
 from node.protocol.keystore import REPLAY_WINDOW
+from node.storage.ownership import hash_owner
 
 _REPLAY_PRUNE_EVERY = 60.0  # seconds of `now` between prunes of the replay cache
 
@@ -84,3 +86,52 @@ class PostgresRecords:
             "SELECT key, seen_at FROM replay WHERE seen_at >= %s ORDER BY seen_at", (since,)
         )
         return [(key, seen_at) for key, seen_at in rows]
+
+    # ------------------------------------------------------------------ workers (ownership)
+    # In the ``meta`` table, as in SQLite: ``workers`` → the count, ``owner:{group}`` → the
+    # worker. Claims are INSERT … ON CONFLICT DO NOTHING, so workers starting at once
+    # agree: the first row written stands.
+
+    def worker_count(self, proposed: int) -> int:
+        with self.transaction():
+            if proposed:
+                self._write(
+                    "INSERT INTO meta (key, value) VALUES ('workers', %s) "
+                    "ON CONFLICT (key) DO NOTHING",
+                    (str(proposed),),
+                )
+            row = self._write("SELECT value FROM meta WHERE key = 'workers'").fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def set_worker_count(self, workers: int) -> None:
+        self._write(
+            "INSERT INTO meta (key, value) VALUES ('workers', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            (str(workers),),
+        )
+
+    def claim_owners(self, groups: Iterable[str], workers: int) -> dict[str, int]:
+        with self.transaction():
+            for group in groups:
+                self._write(
+                    "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+                    (_OWNER + group, str(hash_owner(group, workers))),
+                )
+        return self.owners()
+
+    def set_owner(self, group_id: str, worker: int) -> None:
+        self._write(
+            "INSERT INTO meta (key, value) VALUES (%s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            (_OWNER + group_id, str(worker)),
+        )
+
+    def owners(self) -> dict[str, int]:
+        rows = self._read(
+            "SELECT key, value FROM meta WHERE key >= %s AND key < %s", (_OWNER, _OWNER_END)
+        )
+        return {key[len(_OWNER) :]: int(value) for key, value in rows}
+
+
+_OWNER = "owner:"
+_OWNER_END = "owner;"  # the key just after every "owner:…" (meta.key is COLLATE "C")

@@ -31,6 +31,11 @@ from node.storage.location import shown_url
 from node.storage.sqlite_schema import SCHEMA_VERSION
 
 _LOCK_KEY = 0x54415053  # "TAPS", with hashtext(schema) as the second key
+_WORKER_KEY = 0x54415700  # + K: worker K of the schema (with hashtext(schema))
+# `worker` of a process that shares the store with the workers but is none of them
+# (`tapsim workers map`, `move`): it takes no worker's lock.
+SHARED = -1
+_MIGRATE_KEY = 0x544150FF  # held while a store is judged and migrated (workers start at once)
 CONNECT_TIMEOUT = 10  # seconds, unless the URL gives connect_timeout
 LOCK_WAIT = 3.0  # seconds a node waits for the store's lock before it says "in use"
 
@@ -139,17 +144,21 @@ def _durable_commits(db: psycopg.Connection) -> None:
         db.execute("SET synchronous_commit = on")
 
 
-def open_database(url: str) -> tuple[psycopg.Connection, int]:
-    """Connect to the store at ``url``, locked for this node, judged and migrated to
-    :data:`SCHEMA_VERSION`. Returns the connection and the version it had (0: new)."""
+def open_database(url: str, worker: int | None = None) -> tuple[psycopg.Connection, int]:
+    """Connect to the store at ``url``, locked for this node (or this worker), judged and
+    migrated to :data:`SCHEMA_VERSION`. Returns the connection and the version it had
+    (0: new)."""
     db = connect(url)
     try:
-        lock(db, url)
+        lock(db, url, worker)
+        # Workers share the schema: one at a time judges and creates or migrates it.
+        db.execute("SELECT pg_advisory_lock(%s, hashtext(current_schema()))", (_MIGRATE_KEY,))
         found = _judge(db, url)
         if found == 0:
             _step(db, _create_1, 1)
         for version in range(max(found, 1), SCHEMA_VERSION):
             _step(db, MIGRATIONS[version], version + 1)
+        db.execute("SELECT pg_advisory_unlock(%s, hashtext(current_schema()))", (_MIGRATE_KEY,))
     except psycopg.Error as exc:
         db.close()
         raise StoreFileError(
@@ -161,23 +170,42 @@ def open_database(url: str) -> tuple[psycopg.Connection, int]:
     return db, found
 
 
-def lock(db: psycopg.Connection, url: str) -> None:
-    """This session's hold on the store's schema; StoreFileError if another node has it."""
+def lock(db: psycopg.Connection, url: str, worker: int | None = None) -> None:
+    """This session's hold on the store's schema; StoreFileError if another node has it.
+
+    A node holds the schema alone. Worker K of several (docs/scaling.md) shares it with
+    the other workers and holds worker K alone: a second worker K, or a lone node on a
+    schema the workers use, is refused.
+    """
     row = db.execute("SELECT current_schema()").fetchone()
     if row is None or row[0] is None:
         raise StoreFileError(
             f"the event store {shown_url(url)} names no existing schema in its search_path: "
             "create the schema, or leave search_path out to use public"
         )
+    how = "pg_advisory_lock" if worker is None else "pg_advisory_lock_shared"
     # A node killed a moment ago may still hold it until the server notices: wait a little.
     db.execute("SELECT set_config('lock_timeout', %s, false)", (f"{LOCK_WAIT * 1000:.0f}ms",))
     try:
-        db.execute("SELECT pg_advisory_lock(%s, hashtext(current_schema()))", (_LOCK_KEY,))
-    except psycopg.errors.LockNotAvailable:
-        raise StoreFileError(
-            f"the event store {shown_url(url)} (schema {row[0]}) is in use by another "
-            "node: give each node its own database or schema"
-        ) from None
+        try:
+            db.execute(f"SELECT {how}(%s, hashtext(current_schema()))", (_LOCK_KEY,))
+        except psycopg.errors.LockNotAvailable:
+            raise StoreFileError(
+                f"the event store {shown_url(url)} (schema {row[0]}) is in use by another "
+                "node: give each node its own database or schema"
+                + ("" if worker is None else " (workers share one only with other workers)")
+            ) from None
+        if worker is None or worker == SHARED:
+            return
+        try:
+            db.execute(
+                "SELECT pg_advisory_lock(%s, hashtext(current_schema()))", (_WORKER_KEY + worker,)
+            )
+        except psycopg.errors.LockNotAvailable:
+            raise StoreFileError(
+                f"worker {worker} of the event store {shown_url(url)} (schema {row[0]}) runs "
+                "already: give each worker its own K in --worker K/N"
+            ) from None
     finally:
         db.execute("RESET lock_timeout")
 

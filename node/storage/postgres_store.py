@@ -101,9 +101,10 @@ def _load_events(db: psycopg.Connection, where: str, args: tuple) -> dict[str, G
 class PostgresStore(PostgresRecords):
     """Durable events, outbox, pins, replay cache and own counters of one node."""
 
-    def __init__(self, db: psycopg.Connection, *, url: str) -> None:
+    def __init__(self, db: psycopg.Connection, *, url: str, worker: int | None = None) -> None:
         self._db = db
         self.url = url
+        self._worker = worker  # which worker's lock to take again after a reconnect
         self.path = shown_url(url)  # what messages name, as SQLiteStore.path
         self.write_error: str | None = None
         self._in_tx = False
@@ -120,15 +121,15 @@ class PostgresStore(PostgresRecords):
         self._reload(None)
 
     @classmethod
-    def open(cls, url: str) -> PostgresStore:
+    def open(cls, url: str, worker: int | None = None) -> PostgresStore:
         """Open (creating or migrating if needed) the store at ``url``.
 
         Raises :class:`~node.storage.errors.StoreFileError` when the database cannot be
         reached or holds something this version cannot use (one line, no password).
         """
-        db, _ = open_database(url)
+        db, _ = open_database(url, worker)
         try:
-            return cls(db, url=url)
+            return cls(db, url=url, worker=worker)
         except psycopg.Error as exc:
             db.close()
             raise StoreFileError(
@@ -149,7 +150,7 @@ class PostgresStore(PostgresRecords):
             except Exception as exc:
                 raise self._unavailable(exc) from exc
             try:
-                lock(db, self.url)
+                lock(db, self.url, self._worker)
             except Exception as exc:
                 db.close()
                 raise self._unavailable(exc) from exc

@@ -9,11 +9,13 @@ stays one object on one thread while its event logic reads on its own.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 
 import orjson
 
 from node.protocol.keystore import REPLAY_WINDOW
+from node.storage.ownership import hash_owner
 
 _REPLAY_PRUNE_EVERY = 60.0  # seconds of `now` between prunes of the replay cache
 
@@ -79,3 +81,41 @@ class NodeRecords:
             "SELECT key, seen_at FROM replay WHERE seen_at >= ? ORDER BY seen_at", (since,)
         )
         return [(key, seen_at) for key, seen_at in rows]
+
+    # ------------------------------------------------------------------ workers (ownership)
+    # In the ``meta`` table: ``workers`` → the count, ``owner:{group}`` → the worker.
+
+    def worker_count(self, proposed: int) -> int:
+        with self.transaction():
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'workers'").fetchone()
+            if row is not None or not proposed:
+                return int(row[0]) if row is not None else 0
+            self._db.execute("INSERT INTO meta (key, value) VALUES ('workers', ?)", (proposed,))
+        return proposed
+
+    def set_worker_count(self, workers: int) -> None:
+        self._write("INSERT OR REPLACE INTO meta (key, value) VALUES ('workers', ?)", (workers,))
+
+    def claim_owners(self, groups: Iterable[str], workers: int) -> dict[str, int]:
+        with self.transaction():
+            for group in groups:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                    (_OWNER + group, hash_owner(group, workers)),
+                )
+        return self.owners()
+
+    def set_owner(self, group_id: str, worker: int) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_OWNER + group_id, worker)
+        )
+
+    def owners(self) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT key, value FROM meta WHERE key >= ? AND key < ?", (_OWNER, _OWNER_END)
+        )
+        return {key[len(_OWNER) :]: int(value) for key, value in rows}
+
+
+_OWNER = "owner:"
+_OWNER_END = "owner;"  # the key just after every "owner:…"

@@ -206,3 +206,26 @@ class Store(Protocol):
     def next_own_seq(self, group_id: str, author: str | None = None) -> int:
         """The next seq this node may author in ``group_id``, durably reserved."""
         ...
+
+    # ------------------------------------------------------------------ workers (ownership)
+
+    def worker_count(self, proposed: int) -> int:
+        """The server's recorded worker count; records ``proposed`` when none is
+        (``proposed`` 0 only reads: 0 means none is recorded)."""
+        ...
+
+    def set_worker_count(self, workers: int) -> None:
+        """Change the recorded worker count (rows already written keep their owner)."""
+        ...
+
+    def claim_owners(self, groups: Iterable[str], workers: int) -> dict[str, int]:
+        """Write a row for each group without one (owner: ``hash_owner``); every row."""
+        ...
+
+    def set_owner(self, group_id: str, worker: int) -> None:
+        """Move a group to ``worker`` (its row written or replaced)."""
+        ...
+
+    def owners(self) -> dict[str, int]:
+        """Every group's row: group id → owning worker."""
+        ...

@@ -48,13 +48,13 @@ class StoreThread:
         """The store as of the last job that changed it: read it from the loop, no lock."""
         return self._board.current
 
-    async def open(self, location: str) -> Store:
+    async def open(self, location: str, *, worker: int | None = None) -> Store:
         """Open the store at ``location`` on this thread, which owns it from now on."""
         self._loop = asyncio.get_running_loop()
-        return await self.run(self._open, location)
+        return await self.run(self._open, location, worker)
 
-    def _open(self, location: str) -> Store:
-        self._store = open_store(location)
+    def _open(self, location: str, worker: int | None) -> Store:
+        self._store = open_store(location, worker=worker)
         return self._store
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

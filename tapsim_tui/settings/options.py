@@ -32,6 +32,7 @@ from node.runtime.config import (
     check_store_url,
     parse_listen,
     parse_peer_url,
+    parse_worker,
 )
 from tapsim_tui.settings.schema import (
     BOOL,
@@ -307,6 +308,9 @@ def node_config_from(given: Mapping[str, Given]) -> NodeConfig:
     for item in (cert, key, ca):
         if item.value is not None and not Path(item.value).is_file():  # type: ignore[arg-type]
             raise item.error(f"no such file: {item.value}")
+    worker, workers = _checked(given["worker"], parse_worker)  # type: ignore[misc]
+    advertise = given["advertise_url"]
+    advertise_url = None if advertise.value is None else _checked(advertise, parse_peer_url)
     store = given["store"]
     config = NodeConfig(
         store=None if store.value is None else _checked(store, check_store_url),  # type: ignore[arg-type]
@@ -321,6 +325,9 @@ def node_config_from(given: Mapping[str, Given]) -> NodeConfig:
         tls_ca=ca.value,  # type: ignore[arg-type]
         closed=bool(given["closed"].value),
         ping_interval=float(ping.value),  # type: ignore[arg-type]
+        advertise_url=advertise_url,  # type: ignore[arg-type]
+        worker=worker,
+        workers=workers,
         record_dir=given["record"].value,  # type: ignore[arg-type]
         record_max_bytes=int(float(record_mb.value) * 1024 * 1024),  # type: ignore[arg-type]
     )

@@ -107,6 +107,18 @@ NODE_OPTIONS: tuple[Option, ...] = (
         30.0, "30", "10",
     ),
     Option(
+        "worker", "--worker", STRING, "K/N",
+        "run as worker K of N sharing this identity and store (docs/scaling.md); it "
+        "initiates streams only for the groups it owns",
+        "0/1", "0/1: the only one", '"0/2"',
+    ),
+    Option(
+        "advertise_url", "--advertise-url", STRING, "URL",
+        "the URL peers reach this server at (its key document's url), e.g. the load "
+        "balancer's in front of workers",
+        None, "the listen address", '"http://taps.example.org:8448"',
+    ),
+    Option(
         "record", "--record", PATH, "DIR",
         "record every frame in and out, and a snapshot a second, into DIR from the start "
         "(tapsim replay plays it back; the record key starts and stops it)",
