@@ -204,6 +204,7 @@ class Node:
                 clients=self.clients,
                 directory=directory,
                 link_cut=self.faults.link_cut,
+                faults_follow=self.faults.move,
                 open_initiator=self._initiate,
                 log=log,
             )
