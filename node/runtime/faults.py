@@ -4,7 +4,9 @@ A fault is set on a link, (peer, group), whatever our role on it, and outlives i
 streams: it applies to every stream that serves the link now or later, initiator or
 acceptor, until it is switched off. A cut link is refused in both directions: our links
 do not dial it and repairs do not run (they ask :meth:`FaultBoard.link_cut`), and a
-stream the peer opens to us is dropped as soon as its HELLO names the peer.
+stream the peer opens to us is dropped as soon as its HELLO names the peer; its signed
+digest, checkpoint and send requests in that group are answered 503 (OVERLOADED, with
+Retry-After), as if we were away (``node.runtime.federation.FederationApi.admit``).
 
 A configured peer whose server id is not known yet is named by its URL (its row on the
 dashboard is); a fault set on that name moves to the server id once a link learns it

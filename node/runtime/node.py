@@ -221,6 +221,7 @@ class Node:
                 thread=thread,
                 ingest=self.ingest_queue.process,
                 accept_stream=self._accept,
+                link_cut=self.faults.link_cut,
                 counters=self.counters,
                 frame_log=self.frame_log,
             )
