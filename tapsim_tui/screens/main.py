@@ -52,6 +52,7 @@ CLOCK_STEP = 1.0
 BUSY_REPAINT = 0.25  # seconds at least between repaints while landmarks keep changing
 DIGEST_REFRESH = 5.0  # seconds between fetches of the shown peer's digest
 IDLE_TICKS = 5  # while nothing changes, sample once every this many ticks (2 Hz at 10 Hz)
+EAGER_AFTER_COMMAND = 1.0  # seconds of sampling every tick after a command: its effect
 
 BURST = 100
 
@@ -112,6 +113,7 @@ class MainScreen(Screen):
         self._shown_now: float | None = None
         self._stepped_at = 0.0
         self._quiet = 0  # ticks left to skip: the federation was idle at the last look
+        self._eager_until = 0.0  # sample every tick until then (a command was just sent)
         self._sent = 0
         self._keys_ready: frozenset[str] = frozenset()  # groups the log can decrypt
         self._digest_asked: dict[tuple[int, str, str], float] = {}  # (node, peer, group)
@@ -194,7 +196,8 @@ class MainScreen(Screen):
         every CLOCK_STEP seconds, however fast it changes, so a busy node costs the
         dashboard no more than an idle one, and an idle one (PINGs only) next to nothing:
         each widget repaints only if a character it shows changed. While no landmark
-        moves, the nodes are sampled every IDLE_TICKS ticks; a command resets that.
+        moves, the nodes are sampled every IDLE_TICKS ticks, except for a second after a
+        command.
         """
         if self._quiet > 0:
             self._quiet -= 1
@@ -208,8 +211,8 @@ class MainScreen(Screen):
         landmarks = self._landmarks(shown)
         step = self._shown_now is None or moment - self._stepped_at >= CLOCK_STEP
         if landmarks == self._painted_landmarks:
-            # Look again in IDLE_TICKS ticks (a command resets that).
-            self._quiet = IDLE_TICKS - 1
+            if moment >= self._eager_until:
+                self._quiet = IDLE_TICKS - 1  # look again in IDLE_TICKS ticks
             if not step:
                 return
         if step:
@@ -354,7 +357,9 @@ class MainScreen(Screen):
 
     def submit(self, command: Command) -> None:
         self.handle.submit(command)
-        self._quiet = 0  # its effect is a landmark: look for it from the next tick
+        # Its effect is a landmark: look for it every tick for a while.
+        self._quiet = 0
+        self._eager_until = time.monotonic() + EAGER_AFTER_COMMAND
 
     def _need_stream(self) -> StreamSnapshot | None:
         stream = self.selected_stream
