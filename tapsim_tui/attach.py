@@ -34,6 +34,10 @@ from node.view.trace import Trace
 from tapsim_tui.node_start import starting_snapshot
 
 RETRY_EVERY = 0.5  # seconds between attempts to reach a node that is not there
+# Snapshots a second asked of the node. The dashboard repaints at most four times a
+# second (`screens.main.BUSY_REPAINT`): every snapshot more is decoded for nothing, and
+# decoding is most of what an idle dashboard over several nodes costs.
+SNAPSHOT_HZ = 4.0
 CONNECT_TIMEOUT = 5.0
 
 
@@ -136,7 +140,7 @@ class AttachedNode:
         name: str,
         locate: Callable[[], Path],
         *,
-        rate_hz: float = 10.0,
+        rate_hz: float = SNAPSHOT_HZ,
         client: str = "tapsim attach",
     ) -> None:
         self._name = name

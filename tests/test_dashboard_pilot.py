@@ -530,3 +530,19 @@ async def test_the_record_key_starts_and_stops_recording_and_the_header_says_rec
         app.refresh_from_snapshot()
         await pilot.pause()
         assert not header.info.recording and "● REC" not in header.render().plain
+
+
+@pytest.mark.parametrize("width", [80, 100, 160])
+async def test_header_shows_listen_url_and_pairing_code_whole(width):
+    app, _, _ = make_app(demo=True)
+    async with app.run_test(size=(width, 24)) as pilot:
+        await pilot.pause()
+        header = app.main_screen.query_one(HeaderBar)
+        lines = header.render().plain.split("\n")
+        snapshot = app.main_screen.snapshot
+        assert all(len(line) <= header.content_size.width for line in lines)
+        text = "\n".join(lines)
+        assert snapshot.listen_urls[0] in text
+        assert snapshot.pairing_code in text
+        # The key id is the first to go when the width runs short, not before.
+        assert (snapshot.key_id in text) == (width > 80)

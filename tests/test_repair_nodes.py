@@ -363,6 +363,9 @@ class HostileHandler:
     def authenticate_request(self, header, method, path_and_query, body) -> str | None:
         return None
 
+    def admit(self, origin: str | None, group_id: str) -> None:
+        pass
+
     def open_stream(self, group_id: str):
         from node.protocol.errors import ErrorCode, ProtocolError
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from textual.content import Content
 from textual.reactive import reactive
-from textual.widget import Widget
 
+from widgets.drawn import DrawnWidget
 from widgets.render import bar, fmt_age, fmt_bytes
 
 BAR_WIDTH = 10
@@ -53,19 +53,19 @@ class CreditView:
         return f"{self.peer} waits for our CREDIT: {left} left, {grant}"
 
 
-class CreditGauge(Widget):
+class CreditGauge(DrawnWidget):
     """Events and bytes bars against the window for one direction (one row of a table)."""
 
     DEFAULT_CSS = """
     CreditGauge { height: auto; }
     """
 
-    view: reactive[CreditView | None] = reactive(None, layout=True)
+    view: reactive[CreditView | None] = reactive(None, repaint=False)
 
-    def on_resize(self) -> None:
-        self.refresh()
+    def watch_view(self) -> None:
+        self.redraw()
 
-    def render(self) -> Content:
+    def draw(self) -> Content:
         v = self.view
         if v is None:
             return Content("")

@@ -25,6 +25,7 @@ from node.view.snapshot import (
 )
 from widgets.credit_gauge import CreditGauge, CreditView
 from widgets.digest_comparison import DigestComparison, DigestView
+from widgets.drawn import same_content, same_shape
 from widgets.heartbeat_timeline import HeartbeatTimeline, HeartbeatView
 from widgets.history_chart import WINDOWS_S, HistoryChart
 from widgets.range_heatmap import HeatmapView, RangeHeatmap
@@ -62,11 +63,14 @@ class DetailPane(VerticalScroll):
 
     ALLOW_MAXIMIZE = True
 
-    view: reactive[DetailView] = reactive(DetailView)
+    # Not a repaint of the whole pane: each child repaints what changed in its slice.
+    view: reactive[DetailView] = reactive(DetailView, repaint=False)
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._summary = Static(id="stream-summary")
+        self._summary_shown: Content | None = None
+        self._title = ""
         self._credit_out = CreditGauge(id="credit-out", classes="first")
         self._credit_in = CreditGauge(id="credit-in")
         self._heartbeat = HeartbeatTimeline()
@@ -91,18 +95,16 @@ class DetailPane(VerticalScroll):
     def watch_view(self, view: DetailView) -> None:
         stream, now = view.stream, view.now
         if stream is None:
-            self.border_title = "detail"
-            self._summary.update(
-                Content.styled("select a stream in the table above", "$text-muted")
-            )
+            self._retitle("detail")
+            self._show_summary(Content.styled("select a stream in the table above", "$text-muted"))
             for child in self._details:
                 child.display = False
             return
         for child in self._details:
             child.display = True
         peer = short_peer(stream.peer_id)
-        self.border_title = f"{stream.peer_id} · {stream.group_id} · {stream.role}"
-        self._summary.update(_summary(stream, now))
+        self._retitle(f"{stream.peer_id} · {stream.group_id} · {stream.role}")
+        self._show_summary(_summary(stream, now))
         blocked = blocked_reason(stream, now)
         self._credit_out.view = CreditView(
             True,
@@ -156,6 +158,19 @@ class DetailPane(VerticalScroll):
         )
         self._repair.view = RepairView(round(now, 1), view.repair, stream.peer_id)
         self._heatmap.view = HeatmapView(stream.group_id, view.repair, view.peer_digest)
+
+    def _retitle(self, title: str) -> None:
+        # Setting a border title repaints the whole pane, even to the same title.
+        if title != self._title:
+            self._title = title
+            self.border_title = title
+
+    def _show_summary(self, content: Content) -> None:
+        # Static.update() repaints even the same content; a layout only if its size may change.
+        shown = self._summary_shown
+        if not same_content(content, shown):
+            self._summary_shown = content
+            self._summary.update(content, layout=not same_shape(content, shown))
 
 
 def blocked_reason(s: StreamSnapshot, now: float) -> str:

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from textual.content import Content
 from textual.reactive import reactive
-from textual.widget import Widget
 
 from node.view.snapshot import AuthorRange, GroupSnapshot, PeerDigestSnapshot
+from widgets.drawn import DrawnWidget
 from widgets.render import DIGEST_MARKS, fmt_age, short_id, short_peer
 
 NAME_W = 13
@@ -58,14 +58,17 @@ def mark(now_equal: bool, then_equal: bool | None) -> bool | str | None:
     return "…" if then_equal else False
 
 
-class DigestComparison(Widget):
+class DigestComparison(DrawnWidget):
     DEFAULT_CSS = """
     DigestComparison { height: auto; }
     """
 
-    view: reactive[DigestView | None] = reactive(None, layout=True)
+    view: reactive[DigestView | None] = reactive(None, repaint=False)
 
-    def render(self) -> Content:
+    def watch_view(self) -> None:
+        self.redraw()
+
+    def draw(self) -> Content:
         v = self.view
         if v is None:
             return Content("")

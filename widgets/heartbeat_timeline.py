@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from textual.content import Content
 from textual.reactive import reactive
-from textual.widget import Widget
 
+from widgets.drawn import DrawnWidget
 from widgets.render import fmt_age, fmt_ms
 from widgets.stream_history import MISSED, PING, PONG, Beat
 
@@ -29,16 +29,19 @@ class HeartbeatView:
     rtt_ms: float | None
 
 
-class HeartbeatTimeline(Widget):
+class HeartbeatTimeline(DrawnWidget):
     """The last three minutes: ↑ PING written, ↓ PONG read, ● both in one cell, ✗ missed."""
 
     DEFAULT_CSS = """
     HeartbeatTimeline { height: 3; }
     """
 
-    view: reactive[HeartbeatView | None] = reactive(None)
+    view: reactive[HeartbeatView | None] = reactive(None, repaint=False)
 
-    def render(self) -> Content:
+    def watch_view(self) -> None:
+        self.redraw()
+
+    def draw(self) -> Content:
         v = self.view
         if v is None:
             return Content("")
@@ -81,14 +84,18 @@ def _timeline(beats: Sequence[Beat], now: float, width: int) -> list[tuple[str, 
     out: list[tuple[str, str]] = []
     for kinds in cells:
         if MISSED in kinds:
-            out.append(("✗", "bold $error"))
+            mark = ("✗", "bold $error")
         elif PING in kinds and PONG in kinds:
-            out.append(("●", "$success"))
+            mark = ("●", "$success")
         elif PING in kinds:
-            out.append(("↑", "$accent"))
+            mark = ("↑", "$accent")
         elif PONG in kinds:
-            out.append(("↓", "$success"))
+            mark = ("↓", "$success")
         else:
-            out.append(("·", "$text-disabled"))
+            mark = ("·", "$text-disabled")
+        if out and out[-1][1] == mark[1]:  # one span per run of a style: cheaper to draw
+            out[-1] = (out[-1][0] + mark[0], mark[1])
+        else:
+            out.append(mark)
     out.append((" ", ""))
     return out

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from textual.content import Content
-from textual.widget import Widget
 
+from widgets.drawn import DrawnWidget
 from widgets.render import column_chart, fmt_ms
 from widgets.stream_history import StreamHistory
 
@@ -17,7 +17,7 @@ def window_label(window_s: int) -> str:
     return f"{window_s // 60} min"
 
 
-class HistoryChart(Widget):
+class HistoryChart(DrawnWidget):
     """Two small column charts sharing one time axis; each column is the worst second."""
 
     DEFAULT_CSS = """
@@ -29,19 +29,12 @@ class HistoryChart(Widget):
         self.history: StreamHistory | None = None
         self.window_s = WINDOWS_S[0]
         self.now = 0.0
-        self._drawn: tuple | None = None
 
     def show(self, history: StreamHistory | None, window_s: int, now: float) -> None:
-        state = (id(history), history.version if history else 0, window_s, int(now))
         self.history, self.window_s, self.now = history, window_s, now
-        if state != self._drawn:
-            self._drawn = state
-            self.refresh()
+        self.redraw()
 
-    def on_resize(self) -> None:
-        self.refresh()
-
-    def render(self) -> Content:
+    def draw(self) -> Content:
         # At most one column per second: wider would only leave gaps.
         width = min(max(self.size.width - LABEL_WIDTH, 8), self.window_s)
         title = Content.assemble(

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from textual.content import Content
 from textual.reactive import reactive
-from textual.widget import Widget
 
 from node.view import snapshot as snap
 from node.view.snapshot import RepairSnapshot
+from widgets.drawn import DrawnWidget
 from widgets.render import DIGEST_MARKS, bar, fmt_age, fmt_bytes, short_peer
 
 
@@ -20,14 +20,17 @@ class RepairView:
     peer_id: str
 
 
-class RepairProgress(Widget):
+class RepairProgress(DrawnWidget):
     DEFAULT_CSS = """
     RepairProgress { height: auto; }
     """
 
-    view: reactive[RepairView | None] = reactive(None, layout=True)
+    view: reactive[RepairView | None] = reactive(None, repaint=False)
 
-    def render(self) -> Content:
+    def watch_view(self) -> None:
+        self.redraw()
+
+    def draw(self) -> Content:
         v = self.view
         if v is None:
             return Content("")

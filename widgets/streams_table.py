@@ -140,6 +140,9 @@ class StreamsTable(DataTable):
         self.sort_reverse = False
         self.columns_shown: tuple[str, ...] = ()
         self.title = "peer streams"
+        # Cells written so far (added rows count every shown cell): a public count, so
+        # tests can tell an unchanged tick from one that rewrites the table.
+        self.cell_writes = 0
 
     def on_mount(self) -> None:
         self._set_columns(visible_columns(self.size.width or 200))
@@ -209,11 +212,14 @@ class StreamsTable(DataTable):
                 self.add_row(
                     *(c for k, c in zip(COLUMN_KEYS, cells, strict=True) if k in shown), key=key
                 )
+                self.cell_writes += len(shown)
                 resort = True
             else:
                 for column, before, after in zip(COLUMN_KEYS, old, cells, strict=True):
                     if before != after and column in shown:
+                        # Each write makes the DataTable render every visible cell again.
                         self.update_cell(key, column, after)
+                        self.cell_writes += 1
                 if old[sort_index].sort_value != cells[sort_index].sort_value:
                     resort = True
             self._rows[key] = cells

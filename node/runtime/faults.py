@@ -4,7 +4,13 @@ A fault is set on a link, (peer, group), whatever our role on it, and outlives i
 streams: it applies to every stream that serves the link now or later, initiator or
 acceptor, until it is switched off. A cut link is refused in both directions: our links
 do not dial it and repairs do not run (they ask :meth:`FaultBoard.link_cut`), and a
-stream the peer opens to us is dropped as soon as its HELLO names the peer.
+stream the peer opens to us is dropped as soon as its HELLO names the peer; its signed
+digest, checkpoint and send requests in that group are answered 503 (OVERLOADED, with
+Retry-After), as if we were away (``node.runtime.federation.FederationApi.admit``).
+
+A configured peer whose server id is not known yet is named by its URL (its row on the
+dashboard is); a fault set on that name moves to the server id once a link learns it
+(:meth:`FaultBoard.move`), so it follows the row.
 """
 
 from __future__ import annotations
@@ -73,6 +79,20 @@ class FaultBoard:
             self._log(f"faults off for {peer} {group}: {', '.join(sorted(faults))}")
             self.on_change(peer, group)
         return sum(len(faults) for _, faults in cleared)
+
+    def move(self, old_peer: str, new_peer: str) -> None:
+        """Faults set on ``old_peer`` (a URL) apply to ``new_peer`` (its server id) from now."""
+        moved = [
+            (group, faults) for (peer, group), faults in self._faults.items() if peer == old_peer
+        ]
+        for group, faults in moved:
+            del self._faults[(old_peer, group)]
+            self._faults.setdefault((new_peer, group), set()).update(faults)
+            self._log(
+                f"faults of {old_peer} {group} follow it as {new_peer}: {', '.join(sorted(faults))}"
+            )
+            self.on_change(old_peer, group)
+            self.on_change(new_peer, group)
 
     def of(self, peer_id: str | None, group_id: str) -> frozenset[Fault]:
         return frozenset(self._faults.get((peer_id or UNKNOWN_PEER, group_id), ()))

@@ -31,6 +31,7 @@ from node.protocol.keystore import KeyStore, RequestAuthenticator
 from node.protocol.session import Outcome, Rejected, Stored
 from node.runtime.activity import Counters
 from node.runtime.config import NodeConfig
+from node.runtime.faults import CUT_REASON
 from node.storage.store import Store
 from node.storage.store_thread import StoreThread
 from node.sync.checkpoint import CheckpointRequest, parse_checkpoint_request, respond
@@ -54,6 +55,7 @@ class FederationPorts:
     thread: StoreThread
     ingest: Callable[[str, Event, str], Awaitable[Outcome]]  # (group, event, hop)
     accept_stream: Callable[[str], StreamEndpoint]  # (group) → a new acceptor stream
+    link_cut: Callable[[str | None, str], bool]  # (peer, group): the cut fault is on
     counters: Counters
     frame_log: FrameLog | None
 
@@ -98,6 +100,12 @@ class FederationApi:
     ) -> str | None:
         return self._ports.request_auth.check(header, method, path_and_query, body, time.time())
 
+    def admit(self, origin: str | None, group_id: str) -> None:
+        """A peer whose link is cut (the demo fault) is refused every request in that
+        group, as its streams are: 503, so it retries later, as if we were away."""
+        if origin is not None and self._ports.link_cut(origin, group_id):
+            raise ProtocolError(ErrorCode.OVERLOADED, f"{CUT_REASON} with {origin} in {group_id}")
+
     def open_stream(self, group_id: str) -> StreamEndpoint:
         return self._ports.accept_stream(group_id)
 
@@ -111,6 +119,8 @@ class FederationApi:
             raise ProtocolError(ErrorCode.BAD_FRAME, "group_id differs from the URL", frame.id)
         ports = self._ports
         hop = origin or frame.origin  # §3.3: a signed request's origin is the hop
+        if origin is None:
+            self.admit(hop, group_id)  # unsigned: the frame names the peer
         if ports.frame_log is not None:
             ports.frame_log.record("in", hop, group_id, "EVENT", frame.size, frame.payload)
         outcome = await ports.ingest(group_id, frame.payload, hop)

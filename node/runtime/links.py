@@ -43,6 +43,8 @@ class LinkPorts:
     clients: ClientPool
     directory: PeerDirectory
     link_cut: Callable[[str | None, str], bool]
+    # A peer named by its URL turned out to be this server id: its faults follow it.
+    faults_follow: Callable[[str, str], None]
     open_initiator: Callable[[str, str, str], StreamRunner]  # (group, peer id, url)
     log: Callable[[str], None]
     # Whether this worker owns a group (docs/scaling.md): links run only for its own.
@@ -120,6 +122,7 @@ class PeerLink:
             raise TransportError(self.url, "that URL is this node itself")
         self.server_id = server_id
         self._ports.directory.learned(self.url, server_id)
+        self._ports.faults_follow(self.url, server_id)
         return server_id
 
     async def _run(self, group: str) -> None:
@@ -127,7 +130,9 @@ class PeerLink:
         backoff = self._backoffs[group]
         wake = self._wake[group]
         while not self._stopping:
-            while self._ports.link_cut(self.server_id, group) and not self._stopping:
+            # Until its server id is known, the peer (and its row, and a fault on it) is
+            # named by its URL.
+            while self._ports.link_cut(self.server_id or self.url, group) and not self._stopping:
                 link.state = DEAD
                 link.last_error = "link cut (fault injection)"
                 wake.clear()

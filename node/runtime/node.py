@@ -223,6 +223,7 @@ class Node:
                 clients=self.clients,
                 directory=directory,
                 link_cut=self.faults.link_cut,
+                faults_follow=self.faults.move,
                 open_initiator=self._initiate,
                 log=log,
             )
@@ -239,6 +240,7 @@ class Node:
                 thread=thread,
                 ingest=self.ingest_queue.process,
                 accept_stream=self._accept,
+                link_cut=self.faults.link_cut,
                 counters=self.counters,
                 frame_log=self.frame_log,
             )

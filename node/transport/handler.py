@@ -71,6 +71,11 @@ class FederationHandler(Protocol):
         is open; raises ``ProtocolError(AUTH_FAILED)`` otherwise.
         """
 
+    def admit(self, origin: str | None, group_id: str) -> None:
+        """Whether a send/digest/checkpoint request from ``origin`` (as authenticated,
+        None when unsigned) in a served group is answered at all: raise a ProtocolError
+        to refuse it (e.g. OVERLOADED → 503 while the link with that peer is cut)."""
+
     def open_stream(self, group_id: str) -> StreamEndpoint:
         """Accept a stream for a served group (may raise OVERLOADED/SHUTDOWN → 503)."""
 

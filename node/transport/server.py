@@ -221,6 +221,7 @@ class FederationApp:
         )
         self._check_group(route)
         group_id: str = route.arg  # type: ignore[assignment]
+        handler.admit(origin, group_id)
         if route.endpoint is Endpoint.DIGEST:
             doc = await handler.digest(group_id, _parse_query(query))
             await self._respond_json(send, doc)

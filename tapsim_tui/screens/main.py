@@ -48,9 +48,13 @@ from widgets.render import FAULT_LABELS, short_peer
 from widgets.stream_history import StreamHistory
 from widgets.streams_table import StreamsTable
 
-IDLE_REPAINT = 0.5  # seconds between repaints while nothing but the clocks moved
+# Seconds between steps of the clock the widgets show ages against, and between
+# repaints of the flow (counters, rates, heartbeats, frames) while it keeps changing.
+CLOCK_STEP = 1.0
+BUSY_REPAINT = 0.25  # seconds at least between repaints while landmarks keep changing
 DIGEST_REFRESH = 5.0  # seconds between fetches of the shown peer's digest
 IDLE_TICKS = 5  # while nothing changes, sample once every this many ticks (2 Hz at 10 Hz)
+EAGER_AFTER_COMMAND = 1.0  # seconds of sampling every tick after a command: its effect
 
 BURST = 100
 
@@ -106,9 +110,14 @@ class MainScreen(Screen):
         self.snapshot: NodeSnapshot | None = None
         self.histories: list[dict[str, StreamHistory]] = []
         self._timer: Timer | None = None
-        self._painted: tuple | None = None  # what the last live repaint showed
+        self._painted_landmarks: tuple | None = None  # of the last live repaint
         self._painted_at = 0.0
+        # The time the widgets show ages against: the app's clock, stepped once every
+        # CLOCK_STEP seconds by the live tick, so ages change once a second, not per paint.
+        self._shown_now: float | None = None
+        self._stepped_at = 0.0
         self._quiet = 0  # ticks left to skip: the federation was idle at the last look
+        self._eager_until = 0.0  # sample every tick until then (a command was just sent)
         self._sent = 0
         self._keys_ready: frozenset[str] = frozenset()  # groups the log can decrypt
         self._digest_asked: dict[tuple[int, str, str], float] = {}  # (node, peer, group)
@@ -178,47 +187,65 @@ class MainScreen(Screen):
 
     def refresh_from_snapshot(self) -> None:
         """Take fresh snapshots, sample history, and update only what changed."""
-        now = self.app.clock()
+        now = self._shown_now = self.app.clock()
         shown = self._sample(now)
         with self.app.batch_update():
             self._show(shown, now)
+
+    @property
+    def shown_now(self) -> float:
+        """The time ages on screen are measured against (see `_shown_now`)."""
+        return self.app.clock() if self._shown_now is None else self._shown_now
 
     def _tick(self) -> None:
         """The live tick: sample every node, repaint when the shown node changed.
 
-        An idle federation changes nothing but its clocks (ages, uptime) between PINGs;
-        repainting the whole screen ten times a second for that cost a core-tenth of CPU,
-        so then the screen is repainted twice a second, and the nodes are sampled at
-        that rate too until something changes.
+        What an operator waits to see (`_landmarks`: a link going up or down, a fault, a
+        digest verdict, an alert) is shown at once. The rest is flow: counters, rates,
+        heartbeats, frames, and the clock the ages are measured against. Flow is shown
+        every CLOCK_STEP seconds, however fast it changes, so a busy node costs the
+        dashboard no more than an idle one, and an idle one (PINGs only) next to nothing:
+        each widget repaints only if a character it shows changed. While no landmark
+        moves, the nodes are sampled every IDLE_TICKS ticks, except for a second after a
+        command.
         """
         if self._quiet > 0:
             self._quiet -= 1
             return
+        moment = time.monotonic()
+        if moment - self._painted_at < BUSY_REPAINT:
+            return
         now = self.app.clock()
         shown = self._sample(now)
-        last_frame = shown.frame_log[-1].index if shown.frame_log else 0
-        seen = (
-            self.node_index,
-            shown.streams,
-            shown.groups,
-            shown.repairs,
-            shown.peers,
-            last_frame,
-            shown.log_lines[-1:],
-            shown.faults,
-            shown.peer_digests,
-            shown.alerts,
-        )
-        moment = time.monotonic()
         self._refresh_digest(moment)
-        if seen == self._painted:
-            # Idle: look again in IDLE_TICKS ticks (a key press repaints at once anyway).
-            self._quiet = IDLE_TICKS - 1
-            if moment - self._painted_at < IDLE_REPAINT:
+        landmarks = self._landmarks(shown)
+        step = self._shown_now is None or moment - self._stepped_at >= CLOCK_STEP
+        if landmarks == self._painted_landmarks:
+            if moment >= self._eager_until:
+                self._quiet = IDLE_TICKS - 1  # look again in IDLE_TICKS ticks
+            if not step:
                 return
-        self._painted, self._painted_at = seen, moment
+        if step:
+            self._shown_now, self._stepped_at = now, moment
+        self._painted_landmarks, self._painted_at = landmarks, moment
         with self.app.batch_update():
-            self._show(shown, now)
+            self._show(shown, self.shown_now)
+
+    def _landmarks(self, s: NodeSnapshot) -> tuple:
+        """What an operator waits to see change, as opposed to the flow of data."""
+        return (
+            self.node_index,
+            tuple(
+                (st.key, st.state, st.faults, st.digest_state, st.last_error, st.peer_key_id)
+                for st in s.streams
+            ),
+            tuple((r.peer_id, r.group_id, r.state) for r in s.repairs),
+            tuple(g.equivocating for g in s.groups),
+            s.peers,
+            s.faults,
+            s.alerts,
+            s.log_lines[-1:],
+        )
 
     def _refresh_digest(self, moment: float) -> None:
         """While the detail pane shows a peer, ask its node for the peer's digest every
@@ -298,7 +325,7 @@ class MainScreen(Screen):
         s = self.snapshot
         if s is None:
             return
-        now = self.app.clock() if now is None else now
+        now = self.shown_now if now is None else now
         window_s = WINDOWS_S[self.window_index]
         stream = self.selected_stream
         if stream is None:
@@ -346,7 +373,7 @@ class MainScreen(Screen):
     def keys_ready(self) -> None:
         """Group keys were derived: show the events already in the log decrypted."""
         if self.snapshot is not None:
-            self._show(self.snapshot, self.app.clock())
+            self._show(self.snapshot, self.shown_now)
 
     def _decrypt(self, group_id: str, ciphertext: bytes) -> str | None:
         cipher = self.app.keyring.ready(group_id)
@@ -361,6 +388,9 @@ class MainScreen(Screen):
 
     def submit(self, command: Command) -> None:
         self.handle.submit(command)
+        # Its effect is a landmark: look for it every tick for a while.
+        self._quiet = 0
+        self._eager_until = time.monotonic() + EAGER_AFTER_COMMAND
 
     @property
     def read_only(self) -> bool:
@@ -502,7 +532,7 @@ class MainScreen(Screen):
         log = self._log
         log.set_paused(not log.paused)
         if self.snapshot is not None:
-            self._show(self.snapshot, self.app.clock())
+            self._show(self.snapshot, self.shown_now)
 
     def action_filter(self) -> None:
         self.app.push_screen(FilterScreen(self._log.frame_filter), self._filtered)

@@ -171,6 +171,9 @@ class EchoHandler:
             return "server-ok"
         raise ProtocolError(ErrorCode.AUTH_FAILED, "bad Authorization header")
 
+    def admit(self, origin: str | None, group_id: str) -> None:
+        pass
+
     def open_stream(self, group_id: str) -> EchoEndpoint:
         self._check_load()
         endpoint = EchoEndpoint(group_id, self.max_message_size)
